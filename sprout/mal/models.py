@@ -15,6 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 ListStatusName = Literal["watching", "completed", "on_hold", "dropped", "plan_to_watch"]
 LIST_STATUSES: tuple[str, ...] = ("watching", "completed", "on_hold", "dropped", "plan_to_watch")
 
+# MAL usernames: 2 to 16 letters, digits, underscores or hyphens.
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,16}$")
+
 _PARTIAL_DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$")
 
 
