@@ -1,0 +1,127 @@
+"""Users and their crawl state: discovery, the due queue, and outcomes of fetches without a list.
+
+Every function runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from .database import UTC_TIMESTAMP, as_utc, registered, scalar, unique_rounds
+from .records import DueUser, UserOutcome
+
+
+def insert_new_users(connection: duckdb.DuckDBPyConnection, names_sql: str, source: str) -> int:
+    """Add the users of ``names_sql`` (columns username, discovered_at, ord) not stored yet;
+    returns how many were new. Existing users keep their discovery time and source."""
+    return scalar(
+        connection,
+        f"""
+        INSERT INTO users (username, discovered_at, source, discovery_order)
+        SELECT n.username, n.discovered_at, ?, (SELECT coalesce(max(discovery_order), 0) FROM users) + n.ord
+        FROM ({names_sql}) AS n
+        WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.username = n.username)
+        """,
+        [source],
+    )
+
+
+def add_users(connection: duckdb.DuckDBPyConnection, usernames: Iterable[str], source: str, now: datetime) -> int:
+    """Add users found by ``source`` (crawl state 'pending', due at ``now``); returns how many were
+    new. Existing users are left untouched, so adding again changes nothing."""
+    names = list(dict.fromkeys(usernames))  # first occurrence keeps its place in discovery order
+    if any(not name or name != name.strip() for name in names):
+        raise ValueError("usernames must be non-empty and carry no surrounding whitespace")
+    if not names:
+        return 0
+    table = pa.table(
+        {
+            "username": pa.array(names, pa.string()),
+            "discovered_at": pa.array([as_utc(now, "now")] * len(names), UTC_TIMESTAMP),
+            "ord": pa.array(range(1, len(names) + 1), pa.int64()),
+        }
+    )
+    with registered(connection, discovered_names=table):
+        added = insert_new_users(connection, "SELECT * FROM discovered_names", source)
+        connection.execute(
+            """
+            INSERT INTO crawl_state (username, state, attempts, next_due_at, entries)
+            SELECT username, 'pending', 0, discovered_at, 0 FROM discovered_names
+            ON CONFLICT (username) DO NOTHING
+            """
+        )
+    return added
+
+
+def due_users(connection: duckdb.DuckDBPyConnection, now: datetime | None, limit: int) -> list[DueUser]:
+    """Users due by ``now`` (every user when ``now`` is None): never-crawled ones first in
+    discovery order, then the stalest first. A NULL ``next_due_at`` (a row written by hand)
+    counts as due."""
+    due_by = None if now is None else as_utc(now, "now")
+    rows = connection.execute(
+        """
+        SELECT c.username, c.state, c.high_water_mark, c.last_full_refresh_at, c.attempts
+        FROM crawl_state c LEFT JOIN users u USING (username)
+        WHERE ?::TIMESTAMPTZ IS NULL OR c.next_due_at IS NULL OR c.next_due_at <= ?
+        ORDER BY (c.state = 'pending' AND c.last_crawl_at IS NULL) DESC,
+                 c.last_crawl_at NULLS FIRST,
+                 u.discovered_at NULLS LAST, u.discovery_order NULLS LAST, c.username
+        LIMIT ?
+        """,
+        [due_by, due_by, max(int(limit), 0)],
+    ).fetchall()
+    return [DueUser(*row) for row in rows]
+
+
+def user_states(connection: duckdb.DuckDBPyConnection, usernames: Iterable[str]) -> list[DueUser]:
+    """The crawl state of the named users, in the order given (unknown names are left out)."""
+    names = list(dict.fromkeys(usernames))
+    rows = connection.execute(
+        """
+        SELECT username, state, high_water_mark, last_full_refresh_at, attempts
+        FROM crawl_state WHERE username IN (SELECT unnest(?))
+        """,
+        [names],
+    ).fetchall()
+    found = {row[0]: DueUser(*row) for row in rows}
+    return [found[name] for name in names if name in found]
+
+
+def mark_users(connection: duckdb.DuckDBPyConnection, outcomes: list[UserOutcome]) -> None:
+    """Record fetches that brought no list. Stored entries are kept: a private or failing user
+    keeps their last good data. 'error' counts one more consecutive failure; any other outcome
+    (including 'pending', a throttled fetch that is not the user's fault) resets the count."""
+    for batch in unique_rounds(outcomes, key=lambda outcome: outcome.username):
+        table = pa.table(
+            {
+                "username": pa.array([o.username for o in batch], pa.string()),
+                "state": pa.array([o.state for o in batch], pa.string()),
+                "http_status": pa.array([o.http_status for o in batch], pa.int32()),
+                "error": pa.array([o.error for o in batch], pa.string()),
+                "crawled_at": pa.array([as_utc(o.at, "at") for o in batch], UTC_TIMESTAMP),
+                "next_due_at": pa.array([as_utc(o.next_due_at, "next_due_at") for o in batch], UTC_TIMESTAMP),
+                "ord": pa.array(range(1, len(batch) + 1), pa.int64()),
+            }
+        )
+        with registered(connection, outcomes=table):
+            insert_new_users(connection, "SELECT username, crawled_at AS discovered_at, ord FROM outcomes", "crawl")
+            connection.execute(
+                """
+                INSERT INTO crawl_state (username, state, http_status, attempts, last_crawl_at, next_due_at,
+                                         last_error, entries)
+                SELECT username, state, http_status, CASE WHEN state = 'error' THEN 1 ELSE 0 END, crawled_at,
+                       next_due_at, error, 0
+                FROM outcomes
+                ON CONFLICT (username) DO UPDATE SET
+                    state = excluded.state,
+                    http_status = excluded.http_status,
+                    last_error = excluded.last_error,
+                    last_crawl_at = excluded.last_crawl_at,
+                    next_due_at = excluded.next_due_at,
+                    attempts = CASE WHEN excluded.state = 'error' THEN attempts + 1 ELSE 0 END
+                """
+            )

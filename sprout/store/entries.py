@@ -1,0 +1,210 @@
+"""Writing and reading users' list entries, set-based.
+
+A batch of fetched lists becomes Arrow tables (entries, and one row per write). The users'
+stored rows are read in one query, diffed against the batch in Arrow (`diff.py`), and only the
+writes the diff calls for are run: a DELETE of rows a full list dropped, a plain INSERT of new
+rows, an upsert of changed ones, and the crawl-state update. The cost is per batch, not per
+entry. Every function runs inside the caller's transaction, so a batch is written whole or not
+at all.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from operator import itemgetter
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sprout.mal.models import ListEntry
+
+from .crawl_state import insert_new_users
+from .database import UTC_TIMESTAMP, as_utc, registered, scalar, unique_rounds
+from .diff import ENTRY_FIELDS, diff_lists, last_of_repeats
+from .records import ChangeCounts, UserListWrite
+
+ENTRY_SCHEMA = pa.schema(
+    [
+        ("position", pa.int32()),  # order within the call: the last of repeated anime ids wins
+        ("username", pa.string()),
+        ("anime_id", pa.int32()),
+        ("status", pa.string()),
+        ("score", pa.int16()),
+        ("num_episodes_watched", pa.int32()),
+        ("is_rewatching", pa.bool_()),
+        ("updated_at", UTC_TIMESTAMP),
+        ("start_date", pa.string()),
+        ("finish_date", pa.string()),
+    ]
+)
+WRITE_SCHEMA = pa.schema(
+    [
+        ("username", pa.string()),
+        ("full", pa.bool_()),
+        ("fetched_at", UTC_TIMESTAMP),
+        ("next_due_at", UTC_TIMESTAMP),
+        ("http_status", pa.int32()),
+    ]
+)
+_STORED_SCHEMA = pa.schema(list(ENTRY_SCHEMA)[1:])
+_ROW_COLUMNS = ", ".join(["username", "anime_id", *ENTRY_FIELDS, "first_seen_at"])
+_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in ENTRY_FIELDS)
+_UPDATE_CRAWL_STATE = """
+UPDATE crawl_state SET
+    state = 'ok',
+    http_status = u.http_status,
+    attempts = 0,
+    last_error = NULL,
+    last_crawl_at = u.fetched_at,
+    next_due_at = u.next_due_at,
+    high_water_mark = greatest(crawl_state.high_water_mark, u.newest),  -- greatest skips NULLs
+    last_full_refresh_at = coalesce(u.full_fetched_at, crawl_state.last_full_refresh_at),
+    entries = u.entries
+FROM crawl_update u
+WHERE crawl_state.username = u.username
+"""
+
+
+def _entries_table(writes: list[UserListWrite]) -> pa.Table:
+    """All entries of ``writes`` as one Arrow table."""
+    fields = [entry.__dict__ for entry in chain.from_iterable(write.entries for write in writes)]
+    sizes = np.array([len(write.entries) for write in writes], dtype=np.int64)
+    write_of_entry = pa.array(np.repeat(np.arange(len(writes), dtype=np.int32), sizes))  # [n]
+    names = pa.array([write.username for write in writes], pa.string())
+    return pa.Table.from_arrays(
+        [
+            pa.array(np.arange(len(fields), dtype=np.int32)),
+            pa.DictionaryArray.from_arrays(write_of_entry, names).cast(pa.string()),
+            *(pa.array(list(map(itemgetter(field.name), fields)), field.type) for field in list(ENTRY_SCHEMA)[2:]),
+        ],
+        schema=ENTRY_SCHEMA,
+    )
+
+
+def _writes_table(writes: list[UserListWrite], http_status: int | None) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "username": write.username,
+                "full": write.full,
+                "fetched_at": as_utc(write.fetched_at, "fetched_at"),
+                "next_due_at": as_utc(write.next_due_at, "next_due_at"),
+                "http_status": http_status,
+            }
+            for write in writes
+        ],
+        schema=WRITE_SCHEMA,
+    )
+
+
+def write_user_lists(connection: duckdb.DuckDBPyConnection, writes: list[UserListWrite]) -> list[ChangeCounts]:
+    """Store fetched lists and mark their users 'ok'; one `ChangeCounts` per write, in order.
+
+    Several writes for one user in a call apply one after another (rarely needed, still exact).
+    """
+    counts: dict[int, ChangeCounts] = {}
+    for batch in unique_rounds(list(enumerate(writes)), key=lambda indexed: indexed[1].username):
+        indices, batch_writes = zip(*batch)
+        batch_writes = list(batch_writes)
+        found = write_tables(connection, _entries_table(batch_writes), _writes_table(batch_writes, 200), "crawl")
+        counts.update(zip(indices, found))
+    return [counts[index] for index in range(len(writes))]
+
+
+def write_tables(
+    connection: duckdb.DuckDBPyConnection, entries: pa.Table, writes: pa.Table, source: str
+) -> list[ChangeCounts]:
+    """The set-based write of `write_user_lists`, for callers that already hold Arrow tables.
+
+    ``entries`` follows ``ENTRY_SCHEMA`` and ``writes`` ``WRITE_SCHEMA``, one write per username.
+    Within a write a repeated anime id keeps its last row. Users not stored yet are added with
+    ``source``. Returns one `ChangeCounts` per write, in order.
+    """
+    diff = diff_lists(last_of_repeats(entries), _stored_rows(connection, writes["username"].to_pylist()), writes)
+    if diff.deleted.num_rows:
+        with registered(connection, deleted_rows=diff.deleted):
+            connection.execute(
+                """
+                DELETE FROM list_entries le USING deleted_rows d
+                WHERE le.username = d.username AND le.anime_id = d.anime_id
+                """
+            )
+    if diff.added.num_rows:  # a plain INSERT costs half of an upsert; columns are in table order
+        connection.from_arrow(diff.added).insert_into("list_entries")
+    if diff.changed.num_rows:
+        with registered(connection, changed_rows=diff.changed):
+            connection.execute(
+                f"""
+                INSERT INTO list_entries ({_ROW_COLUMNS}) SELECT {_ROW_COLUMNS} FROM changed_rows
+                ON CONFLICT (username, anime_id) DO UPDATE SET {_UPDATES}
+                """
+            )
+    _mark_ok(connection, writes, diff.per_write, source)
+    columns = (diff.per_write[name].to_pylist() for name in ("added", "changed", "deleted"))
+    return [ChangeCounts(*row) for row in zip(*columns)]
+
+
+def _stored_rows(connection: duckdb.DuckDBPyConnection, usernames: list[str]) -> pa.Table:
+    """The stored rows of ``usernames``.
+
+    DuckDB finds them by scanning list_entries (it uses no index for this). Asking only for users
+    whose crawl state counts entries (every write keeps that count exact) lets it skip the scan
+    when none has any: first crawls, most of the volume.
+    """
+    stored = connection.sql(
+        f"""
+        SELECT username, anime_id, {", ".join(ENTRY_FIELDS)} FROM list_entries
+        WHERE username IN (SELECT username FROM crawl_state WHERE entries > 0 AND username IN (SELECT unnest(?)))
+        """,
+        params=[usernames],
+    )
+    return stored.to_arrow_table().cast(_STORED_SCHEMA)
+
+
+def _mark_ok(connection: duckdb.DuckDBPyConnection, writes: pa.Table, per_write: pa.Table, source: str) -> None:
+    """Crawl state after a stored list: healthy, due again at next_due_at, high-water mark kept
+    monotone, entries = the row count after the write. Users not stored yet are added first."""
+    update = pa.table(
+        {
+            "username": writes["username"],
+            "http_status": writes["http_status"],
+            "fetched_at": writes["fetched_at"],
+            "next_due_at": writes["next_due_at"],
+            "newest": per_write["newest"],
+            "full_fetched_at": pc.if_else(writes["full"], writes["fetched_at"], pa.scalar(None, UTC_TIMESTAMP)),
+            "entries": pc.cast(per_write["entries"], pa.int32()),
+            "ord": pa.array(np.arange(1, writes.num_rows + 1)),
+        }
+    )
+    with registered(connection, crawl_update=update):
+        # Users usually exist (discovery adds them before the crawl), so the UPDATE alone does.
+        updated = scalar(connection, _UPDATE_CRAWL_STATE)
+        if updated < update.num_rows:
+            insert_new_users(connection, "SELECT username, fetched_at AS discovered_at, ord FROM crawl_update", source)
+            connection.execute(
+                """
+                INSERT INTO crawl_state (username, state, http_status, attempts, last_crawl_at, next_due_at,
+                                         high_water_mark, last_full_refresh_at, last_error, entries)
+                SELECT username, 'ok', http_status, 0, fetched_at, next_due_at, newest, full_fetched_at, NULL, entries
+                FROM crawl_update
+                WHERE username NOT IN (SELECT username FROM crawl_state)
+                """
+            )
+
+
+def user_entries(connection: duckdb.DuckDBPyConnection, username: str) -> list[ListEntry]:
+    """The user's stored list ordered by anime id, titles filled from the anime table when known."""
+    rows = connection.execute(
+        """
+        SELECT le.anime_id, le.status, le.score, le.num_episodes_watched, le.is_rewatching, le.updated_at,
+               le.start_date, le.finish_date, coalesce(a.title, '') AS title
+        FROM list_entries le LEFT JOIN anime a USING (anime_id)
+        WHERE le.username = ?
+        ORDER BY le.anime_id
+        """,
+        [username],
+    ).fetchall()
+    names = ("anime_id", *ENTRY_FIELDS, "title")
+    return [ListEntry.model_construct(**dict(zip(names, row))) for row in rows]

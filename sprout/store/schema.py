@@ -1,0 +1,171 @@
+"""The store's schema as an append-only list of migrations, applied in order at open.
+
+Operators query these tables with SQL, so table and column names are part of the interface.
+Never edit a migration that has shipped: append a new one (files in the field are at every
+version, and `migrate` replays only what each file lacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from .database import SchemaError, scalar, transaction
+
+LIST_STATUSES = ("watching", "completed", "on_hold", "dropped", "plan_to_watch")
+CRAWL_STATES = ("pending", "ok", "private", "not_found", "error")
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "users, crawl state and list entries",
+        (
+            """
+            CREATE TABLE users (
+                username VARCHAR PRIMARY KEY,
+                discovered_at TIMESTAMPTZ NOT NULL,
+                source VARCHAR NOT NULL,
+                discovery_order BIGINT  -- ties of discovered_at keep the order names were found in
+            )
+            """,
+            f"""
+            CREATE TABLE crawl_state (
+                username VARCHAR PRIMARY KEY,
+                state VARCHAR NOT NULL CHECK (state IN ({_quoted(CRAWL_STATES)})),
+                http_status INTEGER,
+                attempts INTEGER NOT NULL DEFAULT 0,  -- consecutive failed attempts
+                last_crawl_at TIMESTAMPTZ,
+                next_due_at TIMESTAMPTZ,
+                high_water_mark TIMESTAMPTZ,  -- newest list updated_at seen
+                last_full_refresh_at TIMESTAMPTZ,
+                last_error VARCHAR,
+                entries INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            f"""
+            CREATE TABLE list_entries (
+                username VARCHAR NOT NULL,
+                anime_id INTEGER NOT NULL,
+                status VARCHAR NOT NULL CHECK (status IN ({_quoted(LIST_STATUSES)})),
+                score SMALLINT NOT NULL CHECK (score BETWEEN 0 AND 10),  -- 0 = unrated
+                num_episodes_watched INTEGER NOT NULL CHECK (num_episodes_watched >= 0),
+                is_rewatching BOOLEAN NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL,
+                start_date VARCHAR,  -- YYYY, YYYY-MM or YYYY-MM-DD as MAL gives it
+                finish_date VARCHAR,
+                first_seen_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (username, anime_id)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "anime metadata and relations",
+        (
+            """
+            CREATE TABLE anime (
+                anime_id INTEGER PRIMARY KEY,
+                title VARCHAR NOT NULL,
+                media_type VARCHAR,
+                rating VARCHAR,  -- g, pg, pg_13, r, r+, rx
+                start_date VARCHAR,
+                mean DOUBLE,
+                popularity INTEGER,
+                num_list_users INTEGER,
+                num_episodes INTEGER,
+                genres VARCHAR[] NOT NULL,
+                alternative_titles JSON,
+                fetched_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE anime_relations (
+                anime_id INTEGER NOT NULL,
+                related_id INTEGER NOT NULL,
+                relation_type VARCHAR NOT NULL,  -- sequel, prequel, parent_story, side_story, ...
+                PRIMARY KEY (anime_id, related_id)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        3,
+        "crawl runs",
+        (
+            """
+            CREATE TABLE crawl_runs (
+                run_id VARCHAR PRIMARY KEY,
+                started_at TIMESTAMPTZ NOT NULL,
+                finished_at TIMESTAMPTZ,
+                status VARCHAR NOT NULL,
+                params JSON,
+                stats JSON
+            )
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL,
+    name VARCHAR
+)
+"""
+
+
+def schema_version(connection: duckdb.DuckDBPyConnection) -> int:
+    """The newest migration applied to this file; 0 for a file without the ledger."""
+    has_ledger = scalar(
+        connection, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_migrations' AND NOT temporary"
+    )
+    if not has_ledger:
+        return 0
+    return scalar(connection, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+
+def check_version(version: int, where: str) -> None:
+    """Refuse a file written by newer code: its tables may mean things this code does not know."""
+    if version > LATEST_VERSION:
+        raise SchemaError(
+            f"{where}: schema version {version} is newer than this code understands ({LATEST_VERSION}); "
+            "upgrade sprout to open it"
+        )
+
+
+def migrate(connection: duckdb.DuckDBPyConnection, *, where: str = "database", target: int | None = None) -> int:
+    """Apply the migrations this file lacks, each in its own transaction; return the new version.
+
+    ``target`` stops early (tests build files as older code left them).
+    """
+    target = LATEST_VERSION if target is None else target
+    connection.execute(_LEDGER)
+    version = schema_version(connection)
+    check_version(version, where)
+    for migration in MIGRATIONS:
+        if version < migration.version <= target:
+            with transaction(connection):
+                for statement in migration.statements:
+                    connection.execute(statement)
+                connection.execute(
+                    "INSERT INTO schema_migrations VALUES (?, now(), ?)", [migration.version, migration.name]
+                )
+            version = migration.version
+    return version
