@@ -1,0 +1,184 @@
+"""The ``sprout`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Sprout: crawl MAL profiles, train, evaluate, promote and serve recommendations.", no_args_is_help=True)
+import_app = typer.Typer(help="Load data sets into the store.", no_args_is_help=True)
+db_app = typer.Typer(help="Inspect the DuckDB store.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _mount_simulator() -> None:
+    from sprout.malsim.cli import app as malsim_app
+
+    app.add_typer(malsim_app, name="malsim", help="The MAL API simulator.")
+
+
+_mount_simulator()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def load_settings():
+    """Settings from the environment, or a clear message naming the bad variable."""
+    from pydantic import ValidationError
+
+    from sprout.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"SPROUT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise fail(f"invalid setting: {problems}", code=2) from None
+
+
+@contextmanager
+def open_store(path: Path, read_only: bool = False) -> Iterator["Store"]:  # noqa: F821
+    from sprout.store import Store, StoreError
+
+    try:
+        store = Store.open(path, read_only=read_only)
+    except StoreError as error:
+        raise fail(str(error)) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def print_counts(counts: dict, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in counts.items():
+        table.add_row(str(key), f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+@app.command()
+def crawl(
+    usernames: Annotated[
+        Path | None, typer.Option(help="Crawl exactly the users in this file (one username a line).", exists=True, dir_okay=False)
+    ] = None,
+    online: Annotated[bool, typer.Option(help="Discover users on the recently-online page first.")] = False,
+    max_users: Annotated[int, typer.Option(min=1, help="Most users to crawl this run.")] = 1000,
+    all_users: Annotated[bool, typer.Option("--all", help="Crawl every known user now, due or not.")] = False,
+    full: Annotated[bool, typer.Option(help="List whole profiles (catches deletions) instead of incremental.")] = False,
+    anime: Annotated[bool, typer.Option(help="Refresh anime metadata older than 30 days.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's figures as one JSON object.")] = False,
+) -> None:
+    """Crawl due users' lists from the MAL API (or the simulator) into DuckDB."""
+    from sprout.crawl.job import CrawlRequest, run_crawl
+    from sprout.mal.client import MalClient
+    from sprout.mal.discovery import RecentlyOnlineSource, SeedListSource
+    from sprout.mal.errors import MalError
+
+    settings = load_settings()
+    if settings.client_id() is None:
+        raise fail("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id (any value for the simulator)", 2)
+    only = None
+    if usernames is not None:
+        try:
+            only = asyncio.run(SeedListSource(usernames).discover())
+        except ValueError as error:
+            raise fail(str(error), 2) from None
+
+    async def run(store) -> dict:
+        async with MalClient.from_settings(settings) as client:
+            sources = [RecentlyOnlineSource(client)] if online else []
+            request = CrawlRequest(
+                sources=sources, only_usernames=only, max_users=max_users, ignore_schedule=all_users,
+                force_full=full, refresh_anime=anime,
+            )
+            with _progress(not as_json) as progress:
+                stats = await run_crawl(store, client, request, progress=progress)
+            return stats.as_dict()
+
+    with open_store(settings.db_path) as store:
+        try:
+            figures = asyncio.run(run(store))
+        except MalError as error:
+            raise fail(str(error)) from None
+        counts = store.counts()
+    if as_json:
+        print(json.dumps({"crawl": figures, "store": counts}))
+    else:
+        print_counts(figures, "crawl run")
+        print_counts(counts, f"store {settings.db_path}")
+
+
+@contextmanager
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    if not enabled:
+        yield None
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task("profiles", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@import_app.command("anime-5k")
+def import_anime5k(
+    directory: Annotated[Path, typer.Argument(help="Folder with anime_history.dat, anime_ratings.dat, anime_info.dat.", exists=True, file_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Load the anime-5k data set (real MAL data) into the store."""
+    from sprout.crawl.job import utc_now
+    from sprout.store.importer import import_anime5k as run_import
+
+    settings = load_settings()
+    with open_store(settings.db_path) as store:
+        try:
+            counts = run_import(store, directory, now=utc_now())
+        except (FileNotFoundError, ValueError) as error:
+            raise fail(str(error), 2) from None
+    if as_json:
+        print(json.dumps(counts))
+    else:
+        print_counts(counts, f"imported {directory}")
+
+
+@db_app.command("info")
+def db_info(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Schema version, table counts and the last crawl run."""
+    settings = load_settings()
+    if not settings.db_path.exists():
+        raise fail(f"no database at {settings.db_path} yet (run `sprout crawl` or `sprout import`)")
+    with open_store(settings.db_path, read_only=True) as store:
+        info = {"path": str(settings.db_path), "schema_version": store.schema_version(), **store.counts()}
+        last = store.last_crawl_run()
+    if as_json:
+        print(json.dumps({"store": info, "last_crawl_run": last}, default=str))
+    else:
+        print_counts(info, "store")
+        if last:
+            console.print(f"last crawl run: {json.dumps(last, default=str)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,56 @@
+"""When each user is crawled next, and how: pure rules, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+
+class CrawlPolicy(BaseModel):
+    """Timing rules of the crawl; every duration is configurable."""
+
+    recrawl_every: timedelta = Field(timedelta(days=1), description="How soon a crawled user is due again.")
+    full_refresh_every: timedelta = Field(
+        timedelta(days=7), description="How often a user's whole list is listed to catch deletions."
+    )
+    private_recheck_after: timedelta = Field(timedelta(days=14), description="When a private list is asked again.")
+    not_found_recheck_after: timedelta = Field(timedelta(days=60), description="When a missing user is asked again.")
+    error_backoff_first: timedelta = Field(timedelta(hours=1), description="Delay after a first failed crawl.")
+    error_backoff_max: timedelta = Field(timedelta(days=7), description="Longest delay after repeated failures.")
+    anime_max_age: timedelta = Field(timedelta(days=30), description="Anime metadata older than this is refreshed.")
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """How one due user is fetched: ``since`` None means the whole list."""
+
+    username: str
+    since: datetime | None
+
+    @property
+    def full(self) -> bool:
+        return self.since is None
+
+
+def plan_fetch(
+    username: str,
+    high_water_mark: datetime | None,
+    last_full_refresh_at: datetime | None,
+    now: datetime,
+    policy: CrawlPolicy,
+    force_full: bool = False,
+) -> FetchPlan:
+    """Incremental from the high-water mark, unless a full listing is due (first crawl or periodic)."""
+    full_due = last_full_refresh_at is None or now - last_full_refresh_at >= policy.full_refresh_every
+    if force_full or full_due or high_water_mark is None:
+        return FetchPlan(username, None)
+    return FetchPlan(username, high_water_mark)
+
+
+def error_retry_at(now: datetime, failed_attempts: int, policy: CrawlPolicy) -> datetime:
+    """Exponential backoff across crawl runs: 1 h, 2 h, 4 h, ... capped (``failed_attempts`` ≥ 1)."""
+    exponent = max(failed_attempts - 1, 0)
+    delay = policy.error_backoff_first * (2 ** min(exponent, 20))
+    return now + min(delay, policy.error_backoff_max)

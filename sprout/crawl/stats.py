@@ -1,0 +1,36 @@
+"""The figures a crawl run reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class CrawlStats:
+    """Counts of one crawl run; ``as_dict`` is what artifacts, events and the database get."""
+
+    users_discovered: int = 0
+    users_due: int = 0
+    users_ok: int = 0
+    users_private: int = 0
+    users_not_found: int = 0
+    users_failed: int = 0
+    users_throttled: int = 0
+    profiles_changed: int = 0  # users whose stored list changed: what retraining triggers count
+    full_listings: int = 0
+    incremental_listings: int = 0
+    entries_fetched: int = 0
+    entries_added: int = 0
+    entries_changed: int = 0
+    entries_deleted: int = 0
+    anime_refreshed: int = 0
+    anime_missing: int = 0
+    anime_failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    status_429: int = 0
+    status_5xx: int = 0
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
