@@ -34,7 +34,7 @@ class CrawlParameters(BaseModel):
 @task(cache_policy=NO_CACHE)
 async def crawl_profiles(params: CrawlParameters, run_id: str) -> dict:
     settings = Settings()  # read here, never passed around: it holds the client id
-    limiter = PrefectRateLimiter() if params.shared_rate_limit else None
+    limiter = PrefectRateLimiter(requests_per_second=settings.mal_requests_per_second) if params.shared_rate_limit else None
     async with MalClient.from_settings(settings, limiter=limiter) as client:
         request = CrawlRequest(
             sources=[RecentlyOnlineSource(client)] if params.discover_online else [],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -21,13 +22,22 @@ class PrefectRateLimiter:
     """A ``RequestLimiter`` spending one slot of a Prefect global rate limit per request.
 
     Every process that crawls shares the one budget, so adding workers never raises the rate.
+    Each server round trip takes ``slots_per_call`` slots and hands them out locally, so a high
+    budget does not turn into one API call per request (at 1 request/s it is one slot a call).
     """
 
-    def __init__(self, name: str = MAL_RATE_LIMIT) -> None:
+    def __init__(self, name: str = MAL_RATE_LIMIT, requests_per_second: float = 1.0) -> None:
         self.name = name
+        self.slots_per_call = max(1, int(requests_per_second // 10))
+        self._prepaid = 0
+        self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        await rate_limit(self.name, strict=True)
+        async with self._lock:
+            if self._prepaid == 0:
+                await rate_limit(self.name, occupy=self.slots_per_call, strict=True)
+                self._prepaid = self.slots_per_call
+            self._prepaid -= 1
 
 
 @task(cache_policy=NO_CACHE)

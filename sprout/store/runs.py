@@ -17,6 +17,7 @@ from .database import StoreError, as_utc, scalar
 from .records import CrawlRun
 
 RUNNING = "running"
+INTERRUPTED = "interrupted"
 MASK = "***"
 _SECRET_KEY = re.compile(r"secret|token|password|passwd|client_id|api_key|apikey|authorization|credential", re.I)
 
@@ -41,6 +42,11 @@ def start_crawl_run(
     exists = scalar(connection, "SELECT count(*) FROM crawl_runs WHERE run_id = ?", [run_id])
     if exists:
         raise StoreError(f"crawl run {run_id!r} already exists")
+    # Only one writer holds the file, so a run still marked running was killed before it finished.
+    connection.execute(
+        "UPDATE crawl_runs SET status = ?, finished_at = ? WHERE status = ?",
+        [INTERRUPTED, as_utc(started_at, "started_at"), RUNNING],
+    )
     connection.execute(
         "INSERT INTO crawl_runs VALUES (?, ?, NULL, ?, ?::JSON, NULL)",
         [run_id, as_utc(started_at, "started_at"), RUNNING, _json(params)],
