@@ -48,7 +48,7 @@ class ProfileCrawler:
         *,
         clock: Clock,
         workers: int = 8,
-        batch_size: int = 64,
+        batch_size: int = 128,
         progress: Progress | None = None,
     ) -> None:
         self.store = store

@@ -6,10 +6,22 @@ with switchable faults. The embedded default for the platform and the crawler's 
         ...  # point SPROUT_MAL_API_URL at sim.api_url, SPROUT_MAL_WEB_URL at sim.url
 """
 
-from sprout.malsim.faults import FaultConfig
-from sprout.malsim.population import Population
-from sprout.malsim.realdata import from_anime5k
-from sprout.malsim.server import SimulatorServer, create_app, serve
-from sprout.malsim.synthetic_population import synthetic
+from importlib import import_module
 
-__all__ = ["FaultConfig", "Population", "SimulatorServer", "create_app", "from_anime5k", "serve", "synthetic"]
+# Loaded on first use, so that `sprout --help` does not pay for FastAPI and the generators.
+_EXPORTS = {
+    "FaultConfig": "sprout.malsim.faults",
+    "Population": "sprout.malsim.population",
+    "from_anime5k": "sprout.malsim.realdata",
+    "SimulatorServer": "sprout.malsim.server",
+    "create_app": "sprout.malsim.server",
+    "serve": "sprout.malsim.server",
+    "synthetic": "sprout.malsim.synthetic_population",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sprout.malsim' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.acero  # noqa: F401  (Table.join loads it lazily: pay that at import, not on a first write)
 import pyarrow.compute as pc
 
 KEYS = ["username", "anime_id"]
