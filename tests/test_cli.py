@@ -127,3 +127,20 @@ def test_crawl_killed_midway_resumes_to_exactly_the_uninterrupted_result(tmp_pat
             runs = store.connection.execute("SELECT status FROM crawl_runs ORDER BY started_at").fetchall()
     assert got == expected and len(got) == len(set((r[0], r[1]) for r in got))
     assert runs == [("interrupted",), ("completed",)]
+
+
+def test_import_anime5k_command(tmp_path, anime5k_dir):
+    result = sprout("import", "anime-5k", str(anime5k_dir), "--json", env=base_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    info = sprout("db", "info", "--json", env=base_env(tmp_path))
+    store = json.loads(info.stdout)["store"]
+    assert store["users"] == 5000 and store["list_entries"] == 520_609 and store["anime"] == 7390
+    again = sprout("import", "anime-5k", str(anime5k_dir), "--json", env=base_env(tmp_path))
+    assert again.returncode == 0
+    assert json.loads(sprout("db", "info", "--json", env=base_env(tmp_path)).stdout)["store"] == store
+
+
+def test_import_of_a_folder_that_is_not_the_data_set(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = sprout("import", "anime-5k", str(tmp_path / "empty"), env=base_env(tmp_path))
+    assert result.returncode == 2 and "not an anime-5k folder" in result.stderr
