@@ -1,0 +1,110 @@
+"""The corpus: the shows a model knows, most-listed first (DESIGN §4).
+
+Counted in SQL over every list row (all users, all statuses) up to the snapshot cutoff, minus
+shows whose age rating is excluded; shows without metadata are kept (they have no rating).
+It is versioned with the snapshot and travels with every model as plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+
+_CORPUS_SQL = """
+WITH counts AS (
+    SELECT anime_id, count(*) AS n_lists
+    FROM list_entries
+    WHERE updated_at < $cutoff
+    GROUP BY anime_id
+)
+SELECT c.anime_id, c.n_lists, coalesce(a.title, '') AS title, a.media_type,
+       coalesce(a.genres, []::VARCHAR[]) AS genres
+FROM counts c LEFT JOIN anime a USING (anime_id)
+WHERE a.rating IS NULL OR NOT list_contains($excluded, a.rating)
+ORDER BY c.n_lists DESC, c.anime_id
+LIMIT $corpus_size
+"""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Shows by corpus index (0 = most listed), with what display and popularity need."""
+
+    anime_ids: np.ndarray  # [C] int64
+    counts: np.ndarray  # [C] int64 list rows per show: popularity
+    titles: tuple[str, ...]
+    media_types: tuple[str | None, ...]
+    genres: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.anime_ids, kind="stable")
+        if len(order) > 1 and not bool(np.all(np.diff(self.anime_ids[order]) > 0)):
+            raise ValueError("corpus anime ids must be unique")
+        object.__setattr__(self, "_sorted_ids", self.anime_ids[order])  # for vectorised lookups
+        object.__setattr__(self, "_sorted_positions", order.astype(np.int32))
+
+    def __len__(self) -> int:
+        return len(self.anime_ids)
+
+    def positions(self, anime_ids: np.ndarray) -> np.ndarray:
+        """Corpus index of each id, -1 for a show outside the corpus."""
+        anime_ids = np.asarray(anime_ids, dtype=np.int64)  # [n]
+        sorted_ids: np.ndarray = self._sorted_ids  # type: ignore[attr-defined]
+        if len(sorted_ids) == 0:
+            return np.full(len(anime_ids), -1, np.int32)
+        slot = np.minimum(np.searchsorted(sorted_ids, anime_ids), len(sorted_ids) - 1)  # [n]
+        found = sorted_ids[slot] == anime_ids
+        return np.where(found, self._sorted_positions[slot], -1).astype(np.int32)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "anime_ids": self.anime_ids.tolist(),
+            "counts": self.counts.tolist(),
+            "titles": list(self.titles),
+            "media_types": list(self.media_types),
+            "genres": [list(g) for g in self.genres],
+        }
+
+    def to_json(self) -> str:
+        """Canonical text (it is hashed into the snapshot id)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Corpus:
+        return cls(
+            anime_ids=np.asarray(data["anime_ids"], dtype=np.int64),
+            counts=np.asarray(data["counts"], dtype=np.int64),
+            titles=tuple(data["titles"]),
+            media_types=tuple(data["media_types"]),
+            genres=tuple(tuple(g) for g in data["genres"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Corpus:
+        return cls.from_dict(json.loads(text))
+
+
+def build_corpus(
+    connection: duckdb.DuckDBPyConnection,
+    *,
+    corpus_size: int,
+    excluded_ratings: tuple[str, ...] | list[str],
+    cutoff: datetime,
+) -> Corpus:
+    """The top ``corpus_size`` shows by list rows updated before ``cutoff`` (ties: lower id)."""
+    rows = connection.execute(
+        _CORPUS_SQL,
+        {"cutoff": cutoff, "excluded": list(excluded_ratings), "corpus_size": corpus_size},
+    ).fetchall()
+    return Corpus(
+        anime_ids=np.array([r[0] for r in rows], dtype=np.int64),
+        counts=np.array([r[1] for r in rows], dtype=np.int64),
+        titles=tuple(r[2] for r in rows),
+        media_types=tuple(r[3] for r in rows),
+        genres=tuple(tuple(r[4]) for r in rows),
+    )
