@@ -1,0 +1,160 @@
+"""Two-head denoising autoencoder over sparse user profiles (Flax NNX).
+
+Encoder: ``2C -> encoder_hidden -> swish -> bottleneck`` (linear bottleneck, noise in training).
+Decoder: two heads with no shared weights, each ``bottleneck -> decoder_hidden... (swish) -> C``:
+presence logits (softmax over the corpus) and predicted normalised ratings.
+
+The forward pass is split at the first layer's pre-activation so that serving can hold profile
+entries out as rank-1 updates and run only the rest of the network per held-out entry.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sprout.model.config import ModelConfig
+from sprout.model.first_layer import dense_profile, entry_rows, first_layer_dense, first_layer_sparse
+
+
+def _linear(config: ModelConfig, in_features: int, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        in_features, out_features, dtype=config.compute_dtype, param_dtype=config.weight_dtype, rngs=rngs
+    )
+
+
+class DecoderHead(nnx.Module):
+    """``bottleneck -> hidden (swish) ... -> corpus_size`` with a linear output layer."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        widths = (config.bottleneck, *config.decoder_hidden)
+        self.hidden = nnx.List(
+            [_linear(config, w_in, w_out, rngs) for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)]
+        )
+        self.output = _linear(config, widths[-1], config.corpus_size, rngs)
+
+    def features(self, z: jax.Array) -> jax.Array:
+        """z [B, bottleneck] -> last hidden activation [B, decoder_hidden[-1]]."""
+        h = z
+        for layer in self.hidden:
+            h = nnx.swish(layer(h))
+        return h
+
+    def __call__(self, z: jax.Array, columns: jax.Array | None = None) -> jax.Array:
+        """z [B, bottleneck] -> [B, C], or [B, K] for ``columns`` [K] (only those outputs are computed)."""
+        h = self.features(z)  # [B, D]
+        if columns is None:
+            return self.output(h)
+        kernel = self.output.kernel[...][:, columns].astype(h.dtype)  # [D, K]
+        bias = self.output.bias[...][columns].astype(h.dtype)  # [K]
+        return h @ kernel + bias
+
+
+class Autoencoder(nnx.Module):
+    """Denoising autoencoder with presence and rating heads and learnable uncertainty weights."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder_input = _linear(config, config.input_size, config.encoder_hidden, rngs)
+        self.encoder_bottleneck = _linear(config, config.encoder_hidden, config.bottleneck, rngs)
+        self.presence_head = DecoderHead(config, rngs)
+        self.rating_head = DecoderHead(config, rngs)
+        # Homoscedastic uncertainty weights s_p, s_r (log variances); the loss is
+        # exp(-s_p) * L_p + s_p + exp(-s_r) * L_r + s_r, so they start at 0 (weight 1).
+        self.log_var_presence = nnx.Param(jnp.zeros((), config.weight_dtype))
+        self.log_var_rating = nnx.Param(jnp.zeros((), config.weight_dtype))
+
+    # --- encoder, split at the first layer's pre-activation -------------------------------
+
+    def _first_layer_weights(self) -> tuple[jax.Array, jax.Array]:
+        dtype = self.config.compute_dtype
+        return self.encoder_input.kernel[...].astype(dtype), self.encoder_input.bias[...].astype(dtype)
+
+    def preactivation(self, items: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
+        """First layer before swish, from a sparse profile: items/values/mask [B, L] -> [B, H]."""
+        kernel, bias = self._first_layer_weights()
+        return first_layer_sparse(kernel, bias, items, values.astype(kernel.dtype), mask)
+
+    def preactivation_dense(self, x: jax.Array) -> jax.Array:
+        """First layer before swish, from the dense input x [B, 2C] -> [B, H] (reference path)."""
+        kernel, bias = self._first_layer_weights()
+        return first_layer_dense(kernel, bias, x)
+
+    def entry_contributions(self, items: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
+        """Each entry's share of the pre-activation: [B, L] -> [B, L, H]; ``pre - share[:, j]`` holds j out."""
+        kernel, _ = self._first_layer_weights()
+        return entry_rows(kernel, items, values.astype(kernel.dtype), mask)
+
+    def bottleneck_from_preactivation(
+        self, pre: jax.Array, *, train: bool = False, noise_key: jax.Array | None = None
+    ) -> jax.Array:
+        """pre [B, H] -> bottleneck z [B, bottleneck]; adds N(0, 1) * noise when training."""
+        z = self.encoder_bottleneck(nnx.swish(pre))  # [B, Z]
+        if not train or self.config.bottleneck_noise == 0:
+            return z
+        if noise_key is None:
+            raise ValueError("training needs a noise_key for the bottleneck noise")
+        noise = jax.random.normal(noise_key, z.shape, z.dtype)
+        return z + self.config.bottleneck_noise * noise
+
+    def encode(
+        self, items: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool = False,
+        noise_key: jax.Array | None = None,
+    ) -> jax.Array:
+        """Sparse profile [B, L] -> bottleneck z [B, bottleneck]."""
+        pre = self.preactivation(items, values, mask)
+        return self.bottleneck_from_preactivation(pre, train=train, noise_key=noise_key)
+
+    # --- decoder -------------------------------------------------------------------------
+
+    def decode_presence(self, z: jax.Array) -> jax.Array:
+        """z [B, bottleneck] -> presence logits [B, C] (softmax over the corpus gives probabilities)."""
+        return self.presence_head(z)
+
+    def decode_ratings(self, z: jax.Array, columns: jax.Array | None = None) -> jax.Array:
+        """z [B, bottleneck] -> predicted normalised ratings [B, C], or [B, K] for ``columns`` [K]."""
+        return self.rating_head(z, columns)
+
+    def decode(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """z [B, bottleneck] -> (presence logits [B, C], ratings [B, C])."""
+        return self.decode_presence(z), self.decode_ratings(z)
+
+    def outputs_from_preactivation(
+        self, pre: jax.Array, *, train: bool = False, noise_key: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Everything after the first layer: pre [B, H] -> (presence logits [B, C], ratings [B, C])."""
+        return self.decode(self.bottleneck_from_preactivation(pre, train=train, noise_key=noise_key))
+
+    # --- whole network -------------------------------------------------------------------
+
+    def __call__(
+        self, items: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool = False,
+        noise_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Sparse profile items/values/mask [B, L] -> (presence logits [B, C], ratings [B, C])."""
+        pre = self.preactivation(items, values, mask)
+        return self.outputs_from_preactivation(pre, train=train, noise_key=noise_key)
+
+    def forward_dense(
+        self, x: jax.Array, *, train: bool = False, noise_key: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Dense input x [B, 2C] -> (presence logits [B, C], ratings [B, C]); reference for tests."""
+        return self.outputs_from_preactivation(self.preactivation_dense(x), train=train, noise_key=noise_key)
+
+    def to_dense(self, items: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
+        """Sparse profile [B, L] -> the dense input [B, 2C] it stands for."""
+        return dense_profile(items, values.astype(self.config.compute_dtype), mask, self.config.corpus_size)
+
+
+def parameter_count(model: nnx.Module) -> int:
+    """Number of scalars in the model's ``nnx.Param`` variables (works on abstract models too)."""
+    params = nnx.state(model, nnx.Param)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+def abstract_autoencoder(config: ModelConfig) -> Autoencoder:
+    """The model's structure with shape-only weights: nothing is initialised or allocated."""
+    return nnx.eval_shape(lambda: Autoencoder(config, nnx.Rngs(0)))
