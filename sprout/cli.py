@@ -15,8 +15,10 @@ from rich.table import Table
 app = typer.Typer(help="Sprout: crawl MAL profiles, train, evaluate, promote and serve recommendations.", no_args_is_help=True)
 import_app = typer.Typer(help="Load data sets into the store.", no_args_is_help=True)
 db_app = typer.Typer(help="Inspect the DuckDB store.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Immutable dataset snapshots for training.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
+app.add_typer(dataset_app, name="dataset")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -178,6 +180,96 @@ def db_info(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
         print_counts(info, "store")
         if last:
             console.print(f"last crawl run: {json.dumps(last, default=str)}")
+
+
+ConfigName = Annotated[str, typer.Option("--config", help="Named preset: tiny (smoke runs) or default (reference model).")]
+AsJson = Annotated[bool, typer.Option("--json", help="End by printing one JSON object.")]
+
+
+def _preset(name: str):
+    from sprout.presets import get_preset
+
+    try:
+        return get_preset(name)
+    except KeyError as error:
+        raise fail(str(error.args[0]), 2) from None
+
+
+@dataset_app.command("build")
+def dataset_build(
+    config: ConfigName = "default",
+    snapshot_date: Annotated[
+        str | None, typer.Option("--date", help="Snapshot date YYYY-MM-DD (entries updated later are left out); default today.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Snapshot the store into content-addressed arrays for training."""
+    from datetime import date
+
+    from sprout.training.run import build_dataset
+
+    preset = _preset(config)
+    settings = load_settings()
+    try:
+        day = date.fromisoformat(snapshot_date) if snapshot_date else None
+    except ValueError:
+        raise fail(f"--date must be YYYY-MM-DD, got {snapshot_date!r}", 2) from None
+    try:
+        manifest = build_dataset(settings.home, settings.db_path, preset, day)
+    except (FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from None
+    summary = {
+        "snapshot_id": manifest.snapshot_id,
+        "snapshot_date": manifest.snapshot_date,
+        "corpus_size": manifest.corpus_size,
+        "splits": {name: counts.model_dump() for name, counts in manifest.splits.items()},
+        "path": str(settings.home / "snapshots" / manifest.snapshot_id),
+    }
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        console.print_json(json.dumps(summary))
+
+
+@app.command()
+def train(
+    config: ConfigName = "default",
+    snapshot: Annotated[str | None, typer.Option(help="Snapshot id; default the latest built.")] = None,
+    wandb: Annotated[bool, typer.Option(help="Log to W&B (offline mode without WANDB_API_KEY).")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Train the autoencoder on a snapshot; a killed run resumes from its last checkpoint."""
+    from sprout.training.loop import NonFiniteLoss
+    from sprout.training.run import train_model
+
+    preset = _preset(config)
+    settings = load_settings()
+    try:
+        with _step_progress(not as_json) as progress:
+            summary = train_model(settings.home, preset, snapshot, track=wandb, progress=progress)
+    except (FileNotFoundError, ValueError, NonFiniteLoss) as error:
+        raise fail(str(error)) from None
+    if as_json:
+        print(json.dumps(summary, default=float))
+    else:
+        console.print_json(json.dumps(summary, default=float))
+
+
+@contextmanager
+def _step_progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        yield None
+        return
+    columns = ("steps", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[loss]}"))
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("steps", total=None, loss="")
+
+        def update(done: int, total: int, figures: dict) -> None:
+            bar.update(task, completed=done, total=total, loss=f"loss {figures.get('train/loss', float('nan')):.4f}")
+
+        yield update
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""Training batches from a CSR split, built on the host with numpy.
+
+Input dropout happens here, per sample, because the kept entries are then packed flat: the first
+layer is a gather-sum over *present* entries, so a batch costs its entry count, not
+``batch_size × longest profile``. Targets stay padded ``[B, L]`` (cheap: they only index the
+``[B, C]`` outputs). Every array is padded to a bucketed size so jit compiles a handful of
+shapes, not one per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+
+def bucket(n: int, minimum: int = 64) -> int:
+    """The next power of two ≥ n (and ≥ minimum): a small set of compiled shapes."""
+    return max(minimum, 1 << max(0, int(n - 1).bit_length()))
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Batch:
+    """One step's arrays. Flat inputs: kept entries of all users, padded with segment ``B``."""
+
+    input_items: np.ndarray  # [N] int32 corpus index (0 in padding)
+    input_values: np.ndarray  # [N] float32 normalised rating
+    input_users: np.ndarray  # [N] int32 row in the batch; padding points at row B (dropped)
+    target_items: np.ndarray  # [B, L] int32
+    target_values: np.ndarray  # [B, L] float32
+    target_mask: np.ndarray  # [B, L] bool: a real entry
+    target_rated: np.ndarray  # [B, L] bool: a real entry with a real score
+
+    @property
+    def size(self) -> int:
+        return self.target_items.shape[0]
+
+
+def gather_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Entry positions of ``rows`` in CSR order and the batch row of each. ([n], [n])"""
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts  # [B]
+    row_of_entry = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)  # [n]
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + offsets, row_of_entry
+
+
+def make_batch(
+    indptr: np.ndarray,
+    items: np.ndarray,
+    values: np.ndarray,
+    rated: np.ndarray,
+    rows: np.ndarray,
+    rng: np.random.Generator | None,
+    dropout: tuple[float, float] = (0.24, 0.56),
+    keep: np.ndarray | None = None,
+) -> Batch:
+    """A batch of ``rows``; with ``rng`` each user drops a U[dropout] share of entries from the
+    inputs (one mask for both channels). ``keep`` overrides the inputs explicitly (fold-in)."""
+    positions, row_of_entry = gather_rows(indptr, rows)
+    size = len(rows)
+    lengths = np.bincount(row_of_entry, minlength=size)
+    width = bucket(int(lengths.max()) if size else 1, minimum=16)
+    column = np.arange(len(positions)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    target_items = np.zeros((size, width), np.int32)
+    target_values = np.zeros((size, width), np.float32)
+    target_mask = np.zeros((size, width), bool)
+    target_rated = np.zeros((size, width), bool)
+    target_items[row_of_entry, column] = items[positions]
+    target_values[row_of_entry, column] = values[positions]
+    target_mask[row_of_entry, column] = True
+    target_rated[row_of_entry, column] = rated[positions]
+
+    if keep is not None:
+        kept = keep[positions]
+    elif rng is not None:
+        rate = rng.uniform(dropout[0], dropout[1], size=size)  # [B] one rate per sample
+        kept = rng.random(len(positions)) >= rate[row_of_entry]
+    else:
+        kept = np.ones(len(positions), bool)
+    chosen = positions[kept]
+    n = bucket(len(chosen), minimum=256)
+    input_items = np.zeros(n, np.int32)
+    input_values = np.zeros(n, np.float32)
+    input_users = np.full(n, size, np.int32)
+    input_items[: len(chosen)] = items[chosen]
+    input_values[: len(chosen)] = values[chosen]
+    input_users[: len(chosen)] = row_of_entry[kept]
+    return Batch(input_items, input_values, input_users, target_items, target_values, target_mask, target_rated)

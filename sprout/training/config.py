@@ -1,0 +1,31 @@
+"""Training hyper-parameters: every number of the reference recipe is a field with its default."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class TrainConfig(BaseModel):
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    plateau_patience: int = Field(5, ge=0)
+    plateau_cooldown: int = Field(1, ge=0)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_rtol: float = Field(1e-4, ge=0)
+    plateau_accumulation_size: int = Field(200, ge=1)
+    min_lr_scale: float = Field(1e-6, gt=0, description="Stop when the plateau scale falls below this.")
+    max_steps: int = Field(50_000, ge=1)
+    dropout_min: float = Field(0.24, ge=0, lt=1)
+    dropout_max: float = Field(0.56, ge=0, lt=1)
+    huber_delta: float = Field(1.0, gt=0)
+    eval_every: int = Field(1000, ge=1, description="Steps between validation passes.")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
+    validation_users: int = Field(500, ge=0, description="Validation users scored each pass (0 = all).")
+    seed: int = 0
+
+    @classmethod
+    def tiny(cls) -> "TrainConfig":
+        return cls(
+            batch_size=32, learning_rate=3e-3, max_steps=300, plateau_accumulation_size=20, plateau_patience=3,
+            eval_every=100, checkpoint_every=50,
+        )
