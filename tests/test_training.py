@@ -1,0 +1,131 @@
+"""Training on simulated data: the loss falls, validation beats popularity, runs resume, W&B
+records what it should, broken runs save nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sprout.dataset.snapshot import load_snapshot
+from sprout.dataset.synthetic import load_population
+from sprout.malsim.population import Population
+from sprout.model.autoencoder import parameter_count
+from sprout.presets import get_preset
+from sprout.store import Store
+from sprout.training.artifact import read_model_artifact
+from sprout.training.config import TrainConfig
+from sprout.training.loop import NonFiniteLoss, train
+from sprout.training.run import build_dataset, train_model
+from wandb_reader import read_offline_run
+
+TINY = get_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A SPROUT_HOME with a simulated population in DuckDB and one tiny snapshot built."""
+    home = tmp_path_factory.mktemp("home")
+    population = Population.synthetic(600, seed=3, n_anime=400)
+    with Store.open(home / "sprout.duckdb") as store:
+        load_population(store, population, population.now)
+    build_dataset(home, home / "sprout.duckdb", TINY, population.now.date())
+    return home
+
+
+@pytest.fixture(scope="module")
+def trained(home, tmp_path_factory):
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return train_model(home, TINY, track=True)
+
+
+def test_loss_falls_and_validation_beats_popularity(trained):
+    metrics = trained
+    assert metrics["steps"] == TINY.train.max_steps
+    assert metrics["validation"]["val/ndcg@100"] > metrics["validation_popularity_ndcg@100"] + 0.03
+    assert metrics["final"]["train/loss"] < 3.0  # starts near log(corpus) + rating loss ≈ 6
+
+
+def test_history_shows_the_loss_falling(home, trained):
+    run_dir = next((home / "wandb" / "wandb").glob(f"*{trained['wandb_run_id']}"))
+    run = read_offline_run(run_dir)
+    losses = [row["train/loss"] for row in run["history"] if "train/loss" in row]
+    assert losses[-1] < losses[0] * 0.7
+    logged = set().union(*run["history"])
+    for key in ("train/presence_loss", "train/rating_loss", "train/log_var_presence", "train/log_var_rating",
+                "train/lr_scale", "train/examples_per_s", "val/loss", "val/ndcg@100"):
+        assert key in logged, key
+    assert run["config"]["model"]["corpus_size"] == TINY.model.corpus_size
+    assert run["config"]["train"]["learning_rate"] == TINY.train.learning_rate
+    assert run["config"]["snapshot_id"] == trained["snapshot_id"]
+    assert run["summary"]["model_version"] == trained["model_version"]
+
+
+def test_artifact_is_safe_and_complete(trained):
+    model, document = read_model_artifact(Path(trained["path"]))
+    assert parameter_count(model) == trained["parameters"] == document["parameters"]
+    assert document["dataset"]["snapshot_id"] == trained["snapshot_id"]
+    assert document["features"]["dropped_fill_sigmas"] == 1.5
+    assert document["metrics"]["validation"]["val/ndcg@100"] == trained["validation"]["val/ndcg@100"]
+    assert json.loads((Path(trained["path"]) / "corpus.json").read_text())
+    weights = Path(trained["path"]) / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ValueError, match="hash"):
+        read_model_artifact(Path(trained["path"]))
+
+
+def test_training_is_reproducible(home, tmp_path):
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    config = TrainConfig.tiny().model_copy(update={"max_steps": 15, "eval_every": 15})
+    first = train(snapshot, TINY.model, config, tmp_path / "a")
+    second = train(snapshot, TINY.model, config, tmp_path / "b")
+    assert first.final["train/loss"] == second.final["train/loss"]
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_saves_nothing(home, tmp_path):
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    broken = dataclasses.replace(snapshot.split("train"), values=np.full_like(snapshot.split("train").values, np.nan))
+    snapshot = dataclasses.replace(snapshot, splits={**snapshot.splits, "train": broken})
+    with pytest.raises(NonFiniteLoss, match="step 1"):
+        train(snapshot, TINY.model, TINY.train, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_killed_training_resumes_from_its_checkpoint(home, tmp_path):
+    env = {**os.environ, "SPROUT_HOME": str(home), "WANDB_MODE": "offline"}
+    command = [sys.executable, "-m", "sprout.cli", "train", "--config", "tiny", "--json", "--no-wandb"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    checkpoint = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list((home / "checkpoints").glob("*/latest/meta.json"))
+        if found:
+            checkpoint = found[0]
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert checkpoint is not None, "no checkpoint was written before the kill"
+    step = json.loads(checkpoint.read_text())["meta"]["step"]
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed_from"] >= step > 0
+    assert summary["steps"] == TINY.train.max_steps
+    assert not list((home / "checkpoints").glob("*/latest"))  # finished runs leave no checkpoint
+
+
+def test_unknown_config_name_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sprout.cli", "train", "--config", "huge"], capture_output=True, text=True,
+        env={**os.environ, "SPROUT_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2 and "tiny" in result.stderr
