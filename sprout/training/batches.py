@@ -1,8 +1,8 @@
 """Training batches from a CSR split, built on the host with numpy.
 
-Input dropout happens here, per sample, because the kept entries are then packed flat: the first
-layer is a gather-sum over *present* entries, so a batch costs its entry count, not
-``batch_size × longest profile``. Targets stay padded ``[B, L]`` (cheap: they only index the
+Input dropout happens here, per sample, because the kept entries are then packed flat and the
+first layer only touches the shows that occur in the batch: ``[B, U] @ [U, H]`` over the
+batch's ``U`` distinct input shows instead of ``[B, 2C] @ [2C, H]``. Targets stay padded ``[B, L]`` (cheap: they only index the
 ``[B, C]`` outputs). Every array is padded to a bucketed size so jit compiles a handful of
 shapes, not one per batch.
 """
@@ -15,6 +15,9 @@ import jax
 import numpy as np
 
 
+COLUMN_STEP = 512  # distinct-show counts are padded to a multiple of this (at most): few shapes
+
+
 def bucket(n: int, minimum: int = 64) -> int:
     """The next power of two ≥ n (and ≥ minimum): a small set of compiled shapes."""
     return max(minimum, 1 << max(0, int(n - 1).bit_length()))
@@ -25,7 +28,8 @@ def bucket(n: int, minimum: int = 64) -> int:
 class Batch:
     """One step's arrays. Flat inputs: kept entries of all users, padded with segment ``B``."""
 
-    input_items: np.ndarray  # [N] int32 corpus index (0 in padding)
+    input_columns: np.ndarray  # [U] int32 the distinct corpus items among the inputs (0 in padding)
+    input_items: np.ndarray  # [N] int32 index into input_columns (0 in padding)
     input_values: np.ndarray  # [N] float32 normalised rating
     input_users: np.ndarray  # [N] int32 row in the batch; padding points at row B (dropped)
     target_items: np.ndarray  # [B, L] int32
@@ -56,6 +60,7 @@ def make_batch(
     rng: np.random.Generator | None,
     dropout: tuple[float, float] = (0.24, 0.56),
     keep: np.ndarray | None = None,
+    corpus_size: int | None = None,
 ) -> Batch:
     """A batch of ``rows``; with ``rng`` each user drops a U[dropout] share of entries from the
     inputs (one mask for both channels). ``keep`` overrides the inputs explicitly (fold-in)."""
@@ -81,11 +86,23 @@ def make_batch(
     else:
         kept = np.ones(len(positions), bool)
     chosen = positions[kept]
+    distinct, column_of_entry = np.unique(items[chosen], return_inverse=True)
+    step = COLUMN_STEP if corpus_size is None else min(COLUMN_STEP, max(16, corpus_size // 12))
+    width = -(-max(len(distinct), 1) // step) * step
+    if corpus_size is not None and width > corpus_size // 2:
+        # Gathering kernel rows (and scattering their gradient back) costs more than the product
+        # it saves once more than about half the corpus occurs: use the whole kernel then.
+        distinct, column_of_entry = np.arange(corpus_size), items[chosen]
+        width = corpus_size
+    input_columns = np.zeros(width, np.int32)
+    input_columns[: len(distinct)] = distinct
     n = bucket(len(chosen), minimum=256)
     input_items = np.zeros(n, np.int32)
     input_values = np.zeros(n, np.float32)
     input_users = np.full(n, size, np.int32)
-    input_items[: len(chosen)] = items[chosen]
+    input_items[: len(chosen)] = column_of_entry
     input_values[: len(chosen)] = values[chosen]
     input_users[: len(chosen)] = row_of_entry[kept]
-    return Batch(input_items, input_values, input_users, target_items, target_values, target_mask, target_rated)
+    return Batch(
+        input_columns, input_items, input_values, input_users, target_items, target_values, target_mask, target_rated
+    )

@@ -99,7 +99,7 @@ def train(
         rng = np.random.default_rng([config.seed, step, 1])
         batch = make_batch(
             train_split.indptr, train_split.items, train_split.values, train_split.rated, rows, rng,
-            (config.dropout_min, config.dropout_max),
+            (config.dropout_min, config.dropout_max), corpus_size=corpus_size,
         )
         began = time.perf_counter()
         params, opt_state, total, presence, rating = train_step(

@@ -36,7 +36,10 @@ def validate(graphdef, params, split: SplitArrays, rows: np.ndarray, corpus_size
     losses, presences, ratings, ndcgs = [], [], [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        batch = make_batch(split.indptr, split.items, split.values, split.rated, chunk, None, keep=~split.heldout)
+        batch = make_batch(
+            split.indptr, split.items, split.values, split.rated, chunk, None, keep=~split.heldout,
+            corpus_size=corpus_size,
+        )
         total, presence, rating, logits = eval_step(graphdef, params, batch, huber_delta=huber_delta)
         fold_in, held_out = heldout_relevance(split, chunk, corpus_size)
         scores = np.where(fold_in, -np.inf, np.asarray(logits, np.float64))
