@@ -1,0 +1,67 @@
+"""Retrain flow: build a snapshot → train → model artifact, with Prefect artifacts for both.
+
+Production runs it on the `sprout-rocm` work pool (ROCm JAX image, GPU devices passed through,
+see infra/); the same flow runs on a process pool on CPU.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, Field
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from sprout.config import Settings
+from sprout.presets import PRESETS, get_preset
+from sprout.training.run import build_dataset, train_model
+
+
+class RetrainParameters(BaseModel):
+    """What the retrain deployment's form asks for."""
+
+    config: str = Field("default", description=f"Named preset: {', '.join(PRESETS)}.")
+    snapshot_date: date | None = Field(None, description="Entries updated after this day are left out; default today.")
+    track: bool = Field(True, description="Log the run to W&B (offline without WANDB_API_KEY).")
+
+
+@task(cache_policy=NO_CACHE)
+def build_snapshot_task(config: str, snapshot_date: date | None) -> dict:
+    settings = Settings()
+    manifest = build_dataset(settings.home, settings.db_path, get_preset(config), snapshot_date)
+    rows = [{"split": name, **counts.model_dump()} for name, counts in manifest.splits.items()]
+    create_table_artifact(key="dataset-manifest", table=rows, description=f"Snapshot {manifest.snapshot_id} ({manifest.snapshot_date}), corpus {manifest.corpus_size}")
+    return {"snapshot_id": manifest.snapshot_id, "snapshot_date": manifest.snapshot_date}
+
+
+@task(cache_policy=NO_CACHE)
+def train_task(config: str, snapshot_id: str, track: bool) -> dict:
+    settings = Settings()
+    summary = train_model(settings.home, get_preset(config), snapshot_id, track=track)
+    figures = {**summary["final"], **summary["validation"],
+               "validation_popularity_ndcg@100": summary["validation_popularity_ndcg@100"],
+               "steps": summary["steps"], "stopped_by": summary["stopped_by"], "parameters": summary["parameters"]}
+    create_table_artifact(
+        key="training-summary", table=[{"figure": k, "value": v} for k, v in figures.items()],
+        description=f"Model {summary['model_version']} on snapshot {snapshot_id}",
+    )
+    create_markdown_artifact(
+        key="training-run",
+        markdown=f"Model `{summary['model_version']}` — W&B run `{summary['wandb_run_id']}` "
+        f"(project `sprout`; offline runs sync with `wandb sync {settings.home / 'wandb'}`).",
+    )
+    return summary
+
+
+@flow(name="retrain", log_prints=True)
+def retrain_flow(params: RetrainParameters = RetrainParameters()) -> dict:
+    """Snapshot the store and train a candidate model."""
+    snapshot = build_snapshot_task(params.config, params.snapshot_date)
+    summary = train_task(params.config, snapshot["snapshot_id"], params.track)
+    print(f"model {summary['model_version']}: validation NDCG@100 {summary['validation'].get('val/ndcg@100')}")
+    return summary
+
+
+if __name__ == "__main__":
+    retrain_flow()
