@@ -98,7 +98,7 @@ def test_unchanged_population_recrawl_is_one_request_per_user(store, simulator):
 
 def test_scheduled_crawl_picks_only_due_users(store, simulator):
     names = public_users(simulator)
-    store.add_users(names[:10], "seed-list", later_clock(0)())
+    store.add_users(names[:10], "seed_list", later_clock(0)())
     stats = crawl(store, simulator, CrawlRequest(max_users=4, refresh_anime=False))
     assert stats.users_due == 4
     stats = crawl(store, simulator, CrawlRequest(max_users=100, refresh_anime=False))
@@ -172,3 +172,23 @@ def test_real_data_backend_crawls_like_the_import(tmp_path, anime5k_dir):
                 want = {(e.anime_id, e.status, e.score) for e in imported.user_entries(name)}
                 got = {(e.anime_id, e.status, e.score) for e in crawled.user_entries(name)}
                 assert got == want and want, name
+
+
+def test_recently_online_page_discovers_users_who_are_then_crawled(store, simulator):
+    import asyncio
+
+    from crawl_helpers import fast_client
+    from sprout.crawl.job import run_crawl
+    from sprout.mal.discovery import RecentlyOnlineSource
+
+    async def run():
+        async with fast_client(simulator) as client:
+            request = CrawlRequest(sources=[RecentlyOnlineSource(client)], refresh_anime=False)
+            return await run_crawl(store, client, request)
+
+    stats = asyncio.run(run())
+    known = set(simulator.population.usernames())
+    users = [row[0] for row in store.connection.execute("SELECT username FROM users WHERE source = 'recently_online'").fetchall()]
+    assert stats.users_discovered == len(users) > 0 and set(users) <= known
+    assert stats.users_due == len(users)
+    assert stats.users_ok + stats.users_private == len(users)

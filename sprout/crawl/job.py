@@ -74,7 +74,7 @@ async def run_crawl(
     try:
         stats.users_discovered = await discover(store, request.sources, now)
         if request.only_usernames is not None:
-            store.add_users(request.only_usernames, "seed-list", now)
+            store.add_users(request.only_usernames, "seed_list", now)
             due = store.user_states(request.only_usernames)
         elif request.ignore_schedule:
             due = store.due_users(None, request.max_users)
