@@ -45,3 +45,43 @@ def mean_defined(values: np.ndarray) -> float:
     """Mean over users that have a value (NaN when none do)."""
     defined = values[~np.isnan(values)]
     return float(defined.mean()) if defined.size else float("nan")
+
+
+def _ranked_lists(scores: np.ndarray, k: int, users: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of the chosen users and which slots hold a real candidate (not an excluded -inf). ([U', k], [U', k])"""
+    if users is not None:
+        scores = scores[users]
+    ranked = top_k(scores, k)  # [U', k]
+    real = np.take_along_axis(scores, ranked, axis=1) > -np.inf  # [U', k]
+    return ranked, real
+
+
+def coverage_at_k(scores: np.ndarray, k: int, users: np.ndarray | None = None) -> float:
+    """Share of the corpus that appears in at least one chosen user's top-k. scores [U, C], users [U] bool"""
+    ranked, real = _ranked_lists(scores, k, users)
+    if ranked.size == 0:
+        return float("nan")
+    return float(np.unique(ranked[real]).size / scores.shape[1])
+
+
+def mean_popularity_at_k(
+    scores: np.ndarray, popularity: np.ndarray, k: int, users: np.ndarray | None = None
+) -> float:
+    """Mean over chosen users of the mean ``popularity`` [C] of their top-k items (excluded slots skipped)."""
+    ranked, real = _ranked_lists(scores, k, users)
+    per_slot = np.where(real, popularity[ranked], 0.0)  # [U', k]
+    n_real = real.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_user = np.where(n_real > 0, per_slot.sum(axis=1) / n_real, np.nan)  # [U']
+    return mean_defined(per_user)
+
+
+def rating_errors(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
+    """(MAE, RMSE) of predicted vs actual scores [m]; NaN when there is nothing to compare or a
+    prediction is not finite (a broken model must not look accurate)."""
+    predicted = np.asarray(predicted, np.float64)
+    actual = np.asarray(actual, np.float64)
+    if actual.size == 0 or not np.all(np.isfinite(predicted)):
+        return float("nan"), float("nan")
+    error = predicted - actual
+    return float(np.abs(error).mean()), float(np.sqrt((error * error).mean()))

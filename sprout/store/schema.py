@@ -15,6 +15,7 @@ from .database import SchemaError, scalar, transaction
 
 LIST_STATUSES = ("watching", "completed", "on_hold", "dropped", "plan_to_watch")
 CRAWL_STATES = ("pending", "ok", "private", "not_found", "error")
+MODEL_EVENT_KINDS = ("registered", "evaluated", "gate", "promoted", "archived", "rolled_back")
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -114,6 +115,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 status VARCHAR NOT NULL,
                 params JSON,
                 stats JSON
+            )
+            """,
+        ),
+    ),
+    Migration(
+        4,
+        "model events",
+        (
+            "CREATE SEQUENCE model_events_order",
+            f"""
+            CREATE TABLE model_events (
+                event_id VARCHAR PRIMARY KEY,  -- uuid
+                "at" TIMESTAMPTZ NOT NULL,  -- AT is a keyword: quote the name in SQL
+                kind VARCHAR NOT NULL CHECK (kind IN ({_quoted(MODEL_EVENT_KINDS)})),
+                model_version VARCHAR,
+                from_stage VARCHAR,  -- challenger, champion, archived
+                to_stage VARCHAR,
+                reason VARCHAR,
+                details JSON,  -- the numbers behind the decision: metrics, gate checks
+                recorded_order BIGINT NOT NULL DEFAULT nextval('model_events_order')  -- ties of at
             )
             """,
         ),

@@ -18,14 +18,15 @@ import duckdb
 
 from sprout.mal.models import AnimeDetails, ListEntry
 
-from . import anime, crawl_state, entries, importer, runs
+from . import anime, crawl_state, entries, importer, model_events, runs
 from .database import IN_MEMORY, SchemaError, connect, transaction
+from .model_events import ModelEvent
 from .records import ChangeCounts, CrawlRun, DueUser, UserListWrite, UserOutcome
 from .schema import CRAWL_STATES, LATEST_VERSION, check_version, migrate, schema_version
 
 
 class Store:
-    """Users, crawl state, list entries, anime metadata and crawl runs in one DuckDB file."""
+    """Users, crawl state, list entries, anime metadata, crawl runs and model events in one DuckDB file."""
 
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path | str, *, read_only: bool) -> None:
         self._connection = connection
@@ -145,6 +146,39 @@ class Store:
     def last_crawl_run(self, status: str | None = None) -> CrawlRun | None:
         with self.transaction() as connection:
             return runs.last_crawl_run(connection, status)
+
+    # Model events
+
+    def record_model_event(
+        self,
+        kind: str,
+        model_version: str | None,
+        *,
+        at: datetime,
+        from_stage: str | None = None,
+        to_stage: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Append a registry or gate event (see `sprout.store.model_events`); returns its id."""
+        with self.transaction() as connection:
+            return model_events.record_model_event(
+                connection,
+                kind,
+                model_version,
+                at=at,
+                from_stage=from_stage,
+                to_stage=to_stage,
+                reason=reason,
+                details=details,
+                event_id=event_id,
+            )
+
+    def model_events(self, limit: int | None = None, model_version: str | None = None) -> list[ModelEvent]:
+        """Model events newest first, optionally for one version only."""
+        with self.transaction() as connection:
+            return model_events.model_events(connection, limit, model_version)
 
     # Whole-store
 

@@ -1,0 +1,95 @@
+"""Evaluate a trained model artifact against the champion and the baselines, then apply the gate.
+
+Comparability: the challenger must have been trained on this very snapshot (same corpus, and its
+test users unseen in training), otherwise evaluation refuses with `IncomparableModel`. The
+champion may come from an older snapshot; it is scored on the current test users when its corpus
+(anime ids in index order) is identical to the snapshot's. A champion over a different corpus
+is not re-mapped: its input and output columns mean other shows, shows new to the corpus would
+have no score, and the comparison would be skewed either way. It is then reported as not
+comparable and the gate falls back to its absolute checks (finite, latency, beats popularity),
+with the reason recorded in the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sprout.dataset.corpus import Corpus
+from sprout.dataset.snapshot_format import Snapshot, load_snapshot
+from sprout.evaluation.baselines import standard_baselines
+from sprout.evaluation.gate import GateRules, decide
+from sprout.evaluation.held_out import held_out_users
+from sprout.evaluation.model_scores import ModelEvaluator
+from sprout.training.artifact import CORPUS_FILE, read_model_artifact
+
+
+class IncomparableModel(ValueError):
+    """A model that cannot be scored on this snapshot's held-out users."""
+
+
+def artifact_corpus(folder: Path) -> Corpus:
+    return Corpus.from_json((Path(folder) / CORPUS_FILE).read_text(encoding="utf-8"))
+
+
+def same_corpus(a: Corpus, b: Corpus) -> bool:
+    return len(a) == len(b) and bool(np.array_equal(a.anime_ids, b.anime_ids))
+
+
+def evaluate_artifact(
+    model_folder: Path | str,
+    snapshot: Snapshot | Path | str,
+    split: str = "test",
+    rules: GateRules | None = None,
+    champion_folder: Path | str | None = None,
+    rating_weight: float = 0.3,
+) -> dict[str, Any]:
+    """Challenger, champion (if comparable) and baselines on the same held-out users, and the decision.
+
+    Returns ``{"split", "snapshot_id", "challenger_version", "champion_version", "champion_status",
+    "challenger": metrics, "champion": metrics | None, "baselines": {name: metrics}, "decision": dict}``.
+    """
+    if not isinstance(snapshot, Snapshot):
+        snapshot = load_snapshot(snapshot)
+    model, document = read_model_artifact(Path(model_folder))
+    trained_on = document.get("dataset", {}).get("snapshot_id")
+    if not same_corpus(artifact_corpus(model_folder), snapshot.corpus):
+        raise IncomparableModel(f"model {model_folder} knows a different corpus than snapshot {snapshot.snapshot_id}")
+    if trained_on != snapshot.snapshot_id:
+        raise IncomparableModel(
+            f"model {model_folder} was trained on snapshot {trained_on}, not {snapshot.snapshot_id}: "
+            "its test users may have been its training users"
+        )
+
+    users = held_out_users(snapshot, split)
+    validation = users if split == "validation" else held_out_users(snapshot, "validation")
+    challenger = ModelEvaluator(model, rating_weight=rating_weight).evaluate(users)
+
+    champion, champion_version, champion_status = None, None, "none"
+    if champion_folder is not None:
+        champion_model, champion_document = read_model_artifact(Path(champion_folder))
+        champion_version = champion_document.get("version")
+        if same_corpus(artifact_corpus(champion_folder), snapshot.corpus):
+            champion = ModelEvaluator(champion_model, rating_weight=rating_weight).evaluate(users)
+            champion_status = "scored"
+        else:
+            champion_status = "not comparable: its corpus differs from the snapshot's"
+
+    baselines = {
+        evaluator.name: evaluator.evaluate(users)
+        for evaluator in standard_baselines(snapshot.split("train"), validation)
+    }
+    decision = decide(challenger, champion, baselines, rules)
+    return {
+        "split": split,
+        "snapshot_id": snapshot.snapshot_id,
+        "challenger_version": document.get("version"),
+        "champion_version": champion_version,
+        "champion_status": champion_status,
+        "challenger": challenger,
+        "champion": champion,
+        "baselines": baselines,
+        "decision": decision.as_dict(),
+    }

@@ -1,0 +1,159 @@
+"""The promotion gate: pure decisions by hand, then whole evaluations of model artifacts on a
+simulated snapshot (random and NaN weights never get promoted)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from sprout.dataset.snapshot import load_snapshot
+from sprout.dataset.synthetic import load_population
+from sprout.evaluation.gate import GateRules, decide
+from sprout.evaluation.promotion import IncomparableModel, evaluate_artifact
+from sprout.malsim.population import Population
+from sprout.model.autoencoder import Autoencoder
+from sprout.presets import get_preset
+from sprout.store import Store
+from sprout.training.artifact import METADATA_FILE, write_model_artifact
+from sprout.training.run import build_dataset, resolve_snapshot
+
+TINY = get_preset("tiny")
+BASELINES = {"popularity": {"ndcg@100": 0.20, "rating_mae": math.nan}, "ease": {"ndcg@100": 0.35}}
+CHAMPION = {"ndcg@100": 0.30, "rating_mae": 1.20, "finite": 1.0, "forward_latency_ms": 3.0}
+
+
+def challenger(**changes: float) -> dict[str, float]:
+    return {**CHAMPION, **changes}
+
+
+def failed(decision) -> set[str]:
+    return {check.name for check in decision.checks if not check.passed}
+
+
+def test_better_challenger_is_promoted_with_every_number_recorded():
+    decision = decide(challenger(**{"ndcg@100": 0.32, "rating_mae": 1.10}), CHAMPION, BASELINES)
+    assert decision.promote and failed(decision) == set()
+    record = decision.as_dict()
+    assert {c["name"] for c in record["checks"]} == {
+        "finite_outputs", "forward_latency_ms", "ndcg@100_over_popularity", "ndcg@100_vs_champion",
+        "rating_mae_vs_champion",
+    }
+    versus = next(c for c in record["checks"] if c["name"] == "ndcg@100_vs_champion")
+    assert versus["value"] == 0.32 and versus["threshold"] == 0.30
+    assert record["champion"] == CHAMPION and record["baselines"]["ease"]["ndcg@100"] == 0.35
+    json.dumps(record)  # plain data, ready for a JSON column
+
+
+def test_worse_challenger_is_refused():
+    decision = decide(challenger(**{"ndcg@100": 0.29}), CHAMPION, BASELINES)
+    assert not decision.promote and failed(decision) == {"ndcg@100_vs_champion"}
+    assert "ndcg@100_vs_champion" in decision.reasons[0]
+
+
+def test_a_tie_passes_with_zero_margin_but_not_with_a_margin():
+    assert decide(challenger(), CHAMPION, BASELINES).promote
+    decision = decide(challenger(), CHAMPION, BASELINES, GateRules(ndcg_margin=0.01))
+    assert not decision.promote and failed(decision) == {"ndcg@100_vs_champion"}
+
+
+def test_rating_regression_beyond_tolerance_is_refused():
+    assert decide(challenger(rating_mae=1.24), CHAMPION, BASELINES).promote
+    decision = decide(challenger(rating_mae=1.26), CHAMPION, BASELINES)
+    assert failed(decision) == {"rating_mae_vs_champion"}
+
+
+def test_nan_outputs_never_pass():
+    decision = decide(challenger(finite=0.0, rating_mae=math.nan), CHAMPION, BASELINES)
+    assert not decision.promote and failed(decision) == {"finite_outputs", "rating_mae_vs_champion"}
+    nan_ranking = decide(challenger(**{"ndcg@100": math.nan}), None, BASELINES)
+    assert failed(nan_ranking) == {"ndcg@100_over_popularity"}
+    missing_popularity = decide(challenger(), None, {})
+    assert not missing_popularity.promote
+
+
+def test_no_champion_applies_only_the_absolute_checks():
+    decision = decide(challenger(**{"ndcg@100": 0.21, "rating_mae": 9.0}), None, BASELINES)
+    assert decision.promote and decision.champion is None
+    assert {c.name for c in decision.checks} == {"finite_outputs", "forward_latency_ms", "ndcg@100_over_popularity"}
+    below_popularity = decide(challenger(**{"ndcg@100": 0.19}), None, BASELINES)
+    assert failed(below_popularity) == {"ndcg@100_over_popularity"}
+    margin = decide(challenger(**{"ndcg@100": 0.21}), None, BASELINES, GateRules(min_margin_over_popularity=0.05))
+    assert not margin.promote
+
+
+def test_latency_over_budget_is_refused():
+    decision = decide(challenger(forward_latency_ms=51.0), CHAMPION, BASELINES)
+    assert failed(decision) == {"forward_latency_ms"}
+    relaxed = GateRules(max_forward_latency_ms=60)
+    assert decide(challenger(forward_latency_ms=51.0), CHAMPION, BASELINES, relaxed).promote
+
+
+# --- whole evaluations on a simulated snapshot -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    population = Population.synthetic(600, seed=3, n_anime=400)
+    with Store.open(home / "sprout.duckdb") as store:
+        load_population(store, population, population.now)
+    build_dataset(home, home / "sprout.duckdb", TINY, population.now.date())
+    return load_snapshot(resolve_snapshot(home, None))
+
+
+def save_model(snapshot, folder: Path, seed: int, nan: bool = False) -> Path:
+    model = Autoencoder(TINY.model, nnx.Rngs(seed))
+    if nan:
+        model.presence_head.output.bias[...] = model.presence_head.output.bias[...] * np.nan
+    _, path = write_model_artifact(folder, model, snapshot, {"preset": "tiny"})
+    return path
+
+
+def test_random_and_nan_models_are_never_promoted(snapshot, tmp_path):
+    random_model = save_model(snapshot, tmp_path / "models", seed=0)
+    result = evaluate_artifact(random_model, snapshot, rules=GateRules(max_forward_latency_ms=1e6))
+    popularity = result["baselines"]["popularity"]["ndcg@100"]
+    assert result["challenger"]["finite"] == 1.0
+    assert result["challenger"]["ndcg@100"] < popularity
+    assert result["baselines"]["ease"]["ndcg@100"] > popularity  # the simulated tastes are learnable
+    assert not result["decision"]["promote"]
+    assert result["champion"] is None and result["champion_status"] == "none"
+    assert set(result["baselines"]) == {"popularity", "ease", "user_mean", "item_mean"}
+
+    nan_model = save_model(snapshot, tmp_path / "models", seed=1, nan=True)
+    result = evaluate_artifact(nan_model, snapshot, champion_folder=random_model,
+                               rules=GateRules(max_forward_latency_ms=1e6))
+    assert result["challenger"]["finite"] == 0.0 and result["champion_status"] == "scored"
+    assert not result["decision"]["promote"]
+    failed_checks = {c["name"] for c in result["decision"]["checks"] if not c["passed"]}
+    assert "finite_outputs" in failed_checks
+
+
+def test_models_of_another_dataset_or_corpus(snapshot, tmp_path):
+    challenger_folder = save_model(snapshot, tmp_path / "models", seed=0)
+    # a champion over another corpus is reported as not comparable, not silently scored
+    other = tmp_path / "other"
+    shutil.copytree(challenger_folder, other)
+    corpus = json.loads((other / "corpus.json").read_text())
+    corpus["anime_ids"] = corpus["anime_ids"][::-1]
+    (other / "corpus.json").write_text(json.dumps(corpus))
+    document = json.loads((other / METADATA_FILE).read_text())
+    document["files"]["corpus.json"] = hashlib.sha256((other / "corpus.json").read_bytes()).hexdigest()
+    (other / METADATA_FILE).write_text(json.dumps(document))
+    result = evaluate_artifact(challenger_folder, snapshot, champion_folder=other)
+    assert result["champion"] is None and result["champion_status"].startswith("not comparable")
+    # the challenger itself must come from this snapshot
+    with pytest.raises(IncomparableModel, match="corpus"):
+        evaluate_artifact(other, snapshot)
+    own = json.loads((challenger_folder / METADATA_FILE).read_text())
+    own["dataset"]["snapshot_id"] = "0" * 16
+    (challenger_folder / METADATA_FILE).write_text(json.dumps(own))
+    with pytest.raises(IncomparableModel, match="trained on snapshot"):
+        evaluate_artifact(challenger_folder, snapshot)
