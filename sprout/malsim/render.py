@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,16 +14,9 @@ from sprout.mal.models import LIST_STATUSES
 from sprout.malsim.catalogue import Catalogue, ShowStats, show_object
 from sprout.malsim.lists import Lists, format_packed, iso_times
 
-try:  # orjson is several times faster on big pages; the standard library works too
-    import orjson
-
-    def dump_json(value) -> bytes:
-        return orjson.dumps(value)
-
-except ImportError:  # pragma: no cover - depends on the environment
-
-    def dump_json(value) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+def dump_json(value) -> bytes:
+    """Compact JSON bytes; orjson is several times faster than the standard library on big pages."""
+    return orjson.dumps(value)
 
 
 def json_response(value, status: int = 200, headers: dict[str, str] | None = None) -> Response:
