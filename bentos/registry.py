@@ -43,6 +43,7 @@ from sprout.registry.stages import (
     champions,
     plan_promotion,
     plan_rollback,
+    plan_withdrawal,
 )
 
 DEFAULT_NAME = "sprout-recommender"
@@ -401,5 +402,13 @@ class ModelRegistry:
         with self._writer():
             states = self._states()
             plan = plan_rollback(states)
+            self._apply(plan, states, reason, dict(numbers or {}))
+        return plan
+
+    def withdraw(self, version: str, reason: str, numbers: dict[str, Any] | None = None) -> list[Transition]:
+        """Undo ``version``'s promotion (see `plan_withdrawal`); nothing when it is not champion."""
+        with self._writer():
+            states = self._states()
+            plan = plan_withdrawal(states, version)
             self._apply(plan, states, reason, dict(numbers or {}))
         return plan

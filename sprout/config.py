@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     mal_backoff_max_s: float = Field(120.0, ge=0, description="Longest single backoff delay.")
     mal_throttle_403_streak: int = Field(5, ge=2, description="403s in a row across different users that mean throttled.")
     mal_throttle_pause_s: float = Field(300.0, ge=0, description="Pause after a 403 streak before asking again.")
+    model_store: Path | None = Field(
+        None, description="BentoML model store folder for the registry; default BentoML's ($BENTOML_HOME/models)."
+    )
 
     @field_validator("mal_api_url", "mal_web_url")
     @classmethod

@@ -17,6 +17,7 @@ from .stages import (
     current_champion,
     plan_promotion,
     plan_rollback,
+    plan_withdrawal,
     previous_champion,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "current_champion",
     "plan_promotion",
     "plan_rollback",
+    "plan_withdrawal",
     "previous_champion",
 ]

@@ -130,3 +130,16 @@ def plan_rollback(states: Iterable[StageState]) -> list[Transition]:
     ]
     plan.extend(Transition(state.version, CHAMPION, ARCHIVED, "archived") for state in current[1:])
     return plan
+
+
+def plan_withdrawal(states: Iterable[StageState], version: str) -> list[Transition]:
+    """Undo ``version``'s promotion: restore the champion it replaced when there is one,
+    otherwise archive it and leave no champion (a first promotion that failed half-way)."""
+    states = list(states)
+    target = _find(states, version)
+    if target.stage != CHAMPION:
+        return []
+    previous = previous_champion(states)
+    if previous is not None and current_champion(states) == target:
+        return plan_rollback(states)
+    return [Transition(version, CHAMPION, ARCHIVED, "rolled_back")]

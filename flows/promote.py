@@ -1,0 +1,121 @@
+"""Evaluate-and-promote flow: score the challenger against the champion and the baselines, apply
+the gate, and promote a passing model inside a transaction that undoes a half-done promotion.
+
+Every gate decision lands in DuckDB (``model_events``), in a Prefect table + markdown artifact
+(challenger vs champion vs baselines, with the decision) and in the model's W&B run summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction, transaction
+from pydantic import BaseModel, Field
+
+from bentos.promotion import (
+    evaluate_version,
+    model_document,
+    newest_local_version,
+    open_registry,
+    register_version,
+    verify_champion,
+)
+from sprout.config import Settings
+from sprout.evaluation.gate import GateRules
+from sprout.evaluation.report import comparison_rows, decision_markdown, wandb_summary
+from sprout.training.run import WANDB_PROJECT
+from sprout.training.tracking import WandbTracker
+
+
+class EvaluatePromoteParameters(BaseModel):
+    """What the evaluate-promote deployment's form asks for."""
+
+    version: str | None = Field(None, description="Model version to evaluate; default the newest trained model.")
+    rules: GateRules = Field(default_factory=GateRules, description="What the challenger must show to be promoted.")
+    promote: bool = Field(True, description="Promote when the gate passes (off: evaluate and record only).")
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_task(version: str, rules: GateRules) -> dict[str, Any]:
+    settings = Settings()
+    return evaluate_version(version, home=settings.home, registry=open_registry(settings), rules=rules)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_task(result: dict[str, Any]) -> None:
+    """The comparison as Prefect artifacts, and the same summary on the model's W&B run."""
+    settings = Settings()
+    document = model_document(Path(result["model_folder"]))
+    run_id = document.get("wandb_run_id")
+    create_table_artifact(
+        key="evaluation", table=comparison_rows(result),
+        description=f"{result['split']} users of snapshot {result['snapshot_id']} (W&B run {run_id or 'none'})",
+    )
+    create_markdown_artifact(key="gate-decision", markdown=decision_markdown(result))
+    if run_id:
+        tracker = WandbTracker(WANDB_PROJECT, {}, settings.home / "wandb", run_id=run_id)
+        try:
+            tracker.summary(wandb_summary(result))
+        finally:
+            tracker.finish()
+
+
+@task(cache_policy=NO_CACHE)
+def register_task(version: str, metrics: dict[str, float]) -> str:
+    settings = Settings()
+    return register_version(version, home=settings.home, registry=open_registry(settings), metrics=metrics)
+
+
+@task(cache_policy=NO_CACHE)
+def promote_task(version: str, reasons: list[str], numbers: dict[str, Any]) -> list[str]:
+    registry = open_registry(Settings())
+    get_transaction().set("promoting", version)
+    try:
+        plan = registry.promote(version, reason="gate passed: " + "; ".join(reasons), numbers=numbers)
+    except BaseException:
+        registry.withdraw(version, reason="promotion failed half-way")
+        raise
+    return [f"{step.version}: {step.from_stage} -> {step.to_stage}" for step in plan]
+
+
+@promote_task.on_rollback
+def undo_promotion(txn) -> None:
+    """A later step failed: restore the champion this promotion replaced (or none)."""
+    version = txn.get("promoting", None)
+    if version:
+        open_registry(Settings()).withdraw(version, reason="promotion rolled back: a later step failed")
+
+
+@task(cache_policy=NO_CACHE)
+def verify_task(version: str) -> dict[str, Any]:
+    return verify_champion(version, open_registry(Settings()))
+
+
+@flow(name="evaluate-promote", log_prints=True)
+def evaluate_promote_flow(params: EvaluatePromoteParameters = EvaluatePromoteParameters()) -> dict[str, Any]:
+    """Gate a trained model against the champion and baselines; promote it when it passes."""
+    version = params.version or newest_local_version(Settings().home)
+    if version is None:
+        raise ValueError("no trained model to evaluate: run the retrain flow first")
+    result = evaluate_task(version, params.rules)
+    publish_task(result)
+    decision = result["decision"]
+    print(f"gate for {version}: {'promote' if decision['promote'] else 'reject'} — {'; '.join(decision['reasons'])}")
+    promoted = False
+    if decision["promote"] and params.promote:
+        with transaction():
+            register_task(version, result["challenger"])
+            promote_task(version, decision["reasons"], {"checks": decision["checks"]})
+            verify_task(version)
+        promoted = True
+    return {"version": version, "promote": decision["promote"], "promoted": promoted,
+            "reasons": decision["reasons"], "champion_version": result["champion_version"],
+            "challenger": result["challenger"], "baselines": result["baselines"]}
+
+
+if __name__ == "__main__":
+    evaluate_promote_flow()

@@ -1,0 +1,69 @@
+"""An evaluation result as the tables people read: Prefect artifacts, W&B summaries, the CLI.
+
+Input is the dict `evaluate_artifact` returns. NaN (a metric that does not apply, such as a
+rating error for a ranking baseline) becomes ``None`` so every output is valid JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sprout.evaluation.evaluator import METRIC_NAMES
+
+REPORTED = METRIC_NAMES + ("finite", "forward_latency_ms")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per scored method: challenger, champion (when scored), then each baseline."""
+    methods = [(f"challenger {result['challenger_version']}", result["challenger"])]
+    if result.get("champion") is not None:
+        methods.append((f"champion {result['champion_version']}", result["champion"]))
+    methods.extend(result["baselines"].items())
+    return [
+        {"method": name, **{metric: _plain(metrics.get(metric, math.nan)) for metric in REPORTED}}
+        for name, metrics in methods
+    ]
+
+
+def decision_markdown(result: dict[str, Any]) -> str:
+    decision = result["decision"]
+    verdict = "**promote**" if decision["promote"] else "**keep the champion**"
+    lines = [
+        f"## Gate: {verdict}",
+        f"Challenger `{result['challenger_version']}` on the {result['split']} users of snapshot "
+        f"`{result['snapshot_id']}`; champion `{result['champion_version']}` ({result['champion_status']}).",
+        "",
+        "| check | value | needs | passed |",
+        "|---|---|---|---|",
+    ]
+    for check in decision["checks"]:
+        lines.append(f"| {check['name']} | {check['value']:.4g} | {check['direction']} {check['threshold']:.4g} | "
+                     f"{'yes' if check['passed'] else 'no'} |")
+    lines += ["", *(f"- {reason}" for reason in decision["reasons"])]
+    return "\n".join(lines)
+
+
+def wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``eval/<method>/<metric>`` keys plus the decision, for the training run's summary."""
+    summary: dict[str, Any] = {
+        "eval/decision": "promote" if result["decision"]["promote"] else "reject",
+        "eval/reasons": "; ".join(result["decision"]["reasons"]),
+        "eval/champion_version": result["champion_version"] or "",
+        "eval/snapshot_id": result["snapshot_id"],
+    }
+    methods = {"challenger": result["challenger"], **result["baselines"]}
+    if result.get("champion") is not None:
+        methods["champion"] = result["champion"]
+    for name, metrics in methods.items():
+        for metric in REPORTED:
+            value = _plain(metrics.get(metric, math.nan))
+            if value is not None:
+                summary[f"eval/{name}/{metric}"] = value
+    return summary
