@@ -2,7 +2,9 @@
 
 Counted in SQL over every list row (all users, all statuses) up to the snapshot cutoff, minus
 shows whose age rating is excluded; shows without metadata are kept (they have no rating).
-It is versioned with the snapshot and travels with every model as plain JSON.
+It is versioned with the snapshot and travels with every model as plain JSON, together with
+each show's direct predecessors (its prequels and parent stories), which serving needs to hide
+sequels of shows the user has not seen.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ WITH counts AS (
     FROM list_entries
     WHERE updated_at < $cutoff
     GROUP BY anime_id
+), predecessors AS (
+    -- (anime_id X, related_id Y, 'prequel') means Y is X's prequel: X directly follows Y.
+    SELECT anime_id, list(related_id ORDER BY related_id) AS ids
+    FROM anime_relations
+    WHERE relation_type IN ('prequel', 'parent_story')
+    GROUP BY anime_id
 )
 SELECT c.anime_id, c.n_lists, coalesce(a.title, '') AS title, a.media_type,
-       coalesce(a.genres, []::VARCHAR[]) AS genres
-FROM counts c LEFT JOIN anime a USING (anime_id)
+       coalesce(a.genres, []::VARCHAR[]) AS genres, coalesce(p.ids, []::INTEGER[]) AS predecessors
+FROM counts c LEFT JOIN anime a USING (anime_id) LEFT JOIN predecessors p USING (anime_id)
 WHERE a.rating IS NULL OR NOT list_contains($excluded, a.rating)
 ORDER BY c.n_lists DESC, c.anime_id
 LIMIT $corpus_size
@@ -40,8 +48,13 @@ class Corpus:
     titles: tuple[str, ...]
     media_types: tuple[str | None, ...]
     genres: tuple[tuple[str, ...], ...]
+    # Per show, the anime ids it directly follows (prequels, parent stories; in the corpus or not).
+    # Empty when unknown, as in corpora written before relations were recorded.
+    predecessors: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.predecessors and len(self.predecessors) != len(self.anime_ids):
+            raise ValueError("predecessors must be empty or give one tuple per corpus show")
         order = np.argsort(self.anime_ids, kind="stable")
         if len(order) > 1 and not bool(np.all(np.diff(self.anime_ids[order]) > 0)):
             raise ValueError("corpus anime ids must be unique")
@@ -68,6 +81,7 @@ class Corpus:
             "titles": list(self.titles),
             "media_types": list(self.media_types),
             "genres": [list(g) for g in self.genres],
+            "predecessors": [list(p) for p in self.predecessors],
         }
 
     def to_json(self) -> str:
@@ -82,6 +96,7 @@ class Corpus:
             titles=tuple(data["titles"]),
             media_types=tuple(data["media_types"]),
             genres=tuple(tuple(g) for g in data["genres"]),
+            predecessors=tuple(tuple(int(i) for i in p) for p in data.get("predecessors", ())),
         )
 
     @classmethod
@@ -96,7 +111,8 @@ def build_corpus(
     excluded_ratings: tuple[str, ...] | list[str],
     cutoff: datetime,
 ) -> Corpus:
-    """The top ``corpus_size`` shows by list rows updated before ``cutoff`` (ties: lower id)."""
+    """The top ``corpus_size`` shows by list rows updated before ``cutoff`` (ties: lower id),
+    with each show's direct predecessors from the stored relations."""
     rows = connection.execute(
         _CORPUS_SQL,
         {"cutoff": cutoff, "excluded": list(excluded_ratings), "corpus_size": corpus_size},
@@ -107,4 +123,5 @@ def build_corpus(
         titles=tuple(r[2] for r in rows),
         media_types=tuple(r[3] for r in rows),
         genres=tuple(tuple(r[4]) for r in rows),
+        predecessors=tuple(tuple(r[5]) for r in rows),
     )

@@ -1,0 +1,243 @@
+"""The autoencoder's serving passes, compiled once per shape at start-up.
+
+Three jitted pure functions of ``(graphdef, state, arrays)``:
+
+- `profile_preactivation`: one profile ``[1, L]`` -> the first layer's pre-activation ``[1, H]``
+  (a sum of kernel rows over the profile's entries);
+- `network_outputs`: pre-activations ``[B, H]`` -> log presence probabilities and predicted
+  normalised ratings ``[B, C]`` (a batch of users shares every weight read);
+- `held_out_outputs`: explanations' hot path. Holding entry ``j`` out is the rank-1 change
+  ``pre - share_j`` of the pre-activation, so only the rest of the network runs, for many held-out
+  entries in one batch. The presence head still needs every logit (softmax normaliser); the rating
+  head's last layer runs on the candidate columns and each entry's own column only.
+
+Shapes are padded to buckets so that a fixed set of executables serves every request:
+profile lengths to powers of two (16 up to the largest possible profile), batches to 1..16, the
+held-out rows to chunks of 32..256 and candidate columns to 64 or 512 — only the sizes the corpus
+can need. `warm_up` compiles them all (23 executables for the default size).
+
+The held-out rows are sharded over a 1-D mesh of ``devices`` XLA devices along their leading axis
+(argument, else $SPROUT_INFERENCE_DEVICES, else `DEFAULT_DEVICES`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from sprout.model.autoencoder import Autoencoder
+
+from .compilations import CompilationCounter
+from .requests import MAX_PROFILE_ENTRIES
+
+DEVICES_ENV = "SPROUT_INFERENCE_DEVICES"
+# One XLA CPU device already spreads its work over every core, so on the 2-core development machine
+# splitting the hold-out between two devices only adds synchronisation. Measured there (default
+# size, explain of a 300-entry profile, XLA_FLAGS=--xla_force_host_platform_device_count=2, runs
+# of both settings interleaved in one process, with other jobs loading the machine): 1 device
+# p50 570 ms / best 373 ms, 2 devices p50 721 ms / best 442 ms (636/348 vs 792/405 in a second run).
+# More devices pay off only where there are more cores than one device's thread pool keeps busy.
+DEFAULT_DEVICES = 1
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16)
+ROW_CHUNKS = (32, 64, 128, 256)
+COLUMN_BUCKETS = (64, 512)  # top_k <= 500 and the 50 shows explanations weigh fit in 512
+_SMALLEST_LENGTH = 16
+
+
+def length_buckets(corpus_size: int) -> tuple[int, ...]:
+    """Padded profile lengths: powers of two from 16, capped at the longest possible profile.
+
+    A kept profile has at most one entry per corpus show and at most MAX_PROFILE_ENTRIES.
+    """
+    longest = max(1, min(corpus_size, MAX_PROFILE_ENTRIES))
+    sizes = {_SMALLEST_LENGTH << k for k in range(16) if _SMALLEST_LENGTH << k < longest}
+    return tuple(sorted(sizes | {longest}))
+
+
+def smallest_fitting(n: int, sizes: tuple[int, ...]) -> int:
+    """The first of ``sizes`` (ascending) that is at least ``n``."""
+    for size in sizes:
+        if size >= n:
+            return size
+    raise ValueError(f"{n} exceeds the largest compiled size {sizes[-1]}")
+
+
+def sizes_up_to(sizes: tuple[int, ...], limit: int) -> tuple[int, ...]:
+    """The ascending ``sizes`` that can be needed for at most ``limit`` things: those below it and
+    the first that holds it (no executable is compiled for a shape no request can have)."""
+    needed = tuple(size for size in sizes if size < limit)
+    return needed + (smallest_fitting(limit, sizes),) if limit <= sizes[-1] else sizes
+
+
+def row_chunks(n_rows: int, chunk_sizes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Split ``n_rows`` into (start, padded size) chunks: full largest chunks, then one that fits."""
+    largest = chunk_sizes[-1]
+    chunks, start = [], 0
+    while n_rows - start > largest:
+        chunks.append((start, largest))
+        start += largest
+    chunks.append((start, smallest_fitting(n_rows - start, chunk_sizes)))
+    return chunks
+
+
+def resolve_device_count(devices: int | None) -> int:
+    """The ``devices`` argument, else $SPROUT_INFERENCE_DEVICES, else DEFAULT_DEVICES (checked)."""
+    if devices is None:
+        text = os.environ.get(DEVICES_ENV, "").strip()
+        devices = int(text) if text else DEFAULT_DEVICES
+    available = len(jax.devices())
+    if not 1 <= devices <= available:
+        raise ValueError(
+            f"asked for {devices} inference devices; JAX sees {available} (for more CPU devices set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts)"
+        )
+    return devices
+
+
+# --- pure functions of (graphdef, state, arrays) --------------------------------------------
+
+
+def profile_preactivation(graphdef, state, items, values, mask):
+    """items/values/mask [1, L] -> pre-activation [1, H] float32."""
+    model: Autoencoder = nnx.merge(graphdef, state)
+    return model.preactivation(items, values, mask).astype(jnp.float32)
+
+
+def network_outputs(graphdef, state, pre):
+    """pre [B, H] -> (log presence probability [B, C], predicted normalised rating [B, C]) float32."""
+    model: Autoencoder = nnx.merge(graphdef, state)
+    z = model.bottleneck_from_preactivation(pre.astype(model.config.compute_dtype))  # [B, Z]
+    logits, ratings = model.decode(z)  # [B, C], [B, C]
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), ratings.astype(jnp.float32)
+
+
+def rating_output_rows(model: Autoencoder) -> jax.Array:
+    """The rating head's output kernel transposed, [C, D]: one contiguous row per show.
+
+    Gathering a few shows' columns from the [D, C] kernel reads memory with a stride of C; rows
+    of this copy are contiguous. Measured on the default size, it made the own-column ratings of a
+    300-entry hold-out nearly free (231 -> 210 ms of CPU time per hold-out pass).
+    """
+    return jnp.asarray(model.rating_head.output.kernel[...].T)
+
+
+def held_out_outputs(graphdef, state, rating_rows, pre, items, values, mask, columns):
+    """Outputs with each entry held out in turn.
+
+    rating_rows [C, D] (`rating_output_rows`), pre [H] (whole profile), items/values/mask [R]
+    (one held-out entry per row), columns [K] -> log presence [R, K] and ratings [R, K] at
+    ``columns``, and each row's rating of its own held-out show [R]. A masked row holds nothing
+    out: it is the whole profile.
+    """
+    model: Autoencoder = nnx.merge(graphdef, state)
+    shares = model.entry_contributions(items[:, None], values[:, None], mask[:, None])[:, 0]  # [R, H]
+    held = pre[None, :].astype(shares.dtype) - shares  # [R, H]
+    z = model.bottleneck_from_preactivation(held)  # [R, Z]
+    logits = model.decode_presence(z).astype(jnp.float32)  # [R, C]
+    normaliser = jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # [R, 1]
+    features = model.rating_head.features(z)  # [R, D]
+    rows = rating_rows.astype(features.dtype)  # [C, D]
+    bias = model.rating_head.output.bias[...].astype(features.dtype)  # [C]
+    ratings = features @ rows[columns].T + bias[columns]  # [R, K]
+    own = jnp.sum(features * rows[items], axis=-1) + bias[items]  # [R]
+    return logits[:, columns] - normaliser, ratings.astype(jnp.float32), own.astype(jnp.float32)
+
+
+class ServingNetwork:
+    """A model's weights on the serving devices and its compiled passes, with a compile counter."""
+
+    def __init__(self, model: Autoencoder, devices: int | None = None):
+        self.config = model.config
+        self.device_count = resolve_device_count(devices)
+        graphdef, state = nnx.split(model)
+        self._state = jax.device_put(state, jax.devices()[0])
+        mesh = Mesh(np.array(jax.devices()[: self.device_count]), ("rows",))
+        replicated, by_row = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("rows"))
+        self._held_out_state = self._state if self.device_count == 1 else jax.device_put(state, replicated)
+        self._rating_rows = jax.device_put(rating_output_rows(model), replicated)  # [C, D]
+        self._preactivation = jax.jit(partial(profile_preactivation, graphdef))
+        self._outputs = jax.jit(partial(network_outputs, graphdef))
+        self._held_out = jax.jit(
+            partial(held_out_outputs, graphdef),
+            in_shardings=(replicated, replicated, replicated, by_row, by_row, by_row, replicated),
+            out_shardings=(by_row, by_row, by_row),
+        )
+        self.length_buckets = length_buckets(self.config.corpus_size)
+        longest = self.length_buckets[-1]
+        count = self.device_count  # held-out chunks split evenly over the devices
+        self.row_chunks = tuple(sorted({-(-size // count) * count for size in sizes_up_to(ROW_CHUNKS, longest)}))
+        self.column_buckets = sizes_up_to(COLUMN_BUCKETS, self.config.corpus_size)
+        self.counter = CompilationCounter()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.encoder_hidden
+
+    def preactivation(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """One profile items/values [n] -> pre-activation [H] (padded to a length bucket)."""
+        width = smallest_fitting(len(items), self.length_buckets)
+        padded_items = np.zeros((1, width), np.int32)
+        padded_values = np.zeros((1, width), np.float32)
+        mask = np.zeros((1, width), bool)
+        padded_items[0, : len(items)], padded_values[0, : len(items)], mask[0, : len(items)] = items, values, True
+        with self.counter.counting():
+            return np.asarray(self._preactivation(self._state, padded_items, padded_values, mask))[0]
+
+    def outputs(self, pre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """pre [B, H] -> (log presence [B, C], ratings [B, C]), in batches of at most 16."""
+        presence, ratings = [], []
+        with self.counter.counting():
+            for start in range(0, len(pre), BATCH_BUCKETS[-1]):
+                part = pre[start : start + BATCH_BUCKETS[-1]]
+                padded = np.zeros((smallest_fitting(len(part), BATCH_BUCKETS), pre.shape[1]), np.float32)
+                padded[: len(part)] = part
+                log_presence, rating = self._outputs(self._state, padded)
+                presence.append(np.asarray(log_presence)[: len(part)])
+                ratings.append(np.asarray(rating)[: len(part)])
+        return np.concatenate(presence), np.concatenate(ratings)
+
+    def held_out(
+        self, pre: np.ndarray, items: np.ndarray, values: np.ndarray, columns: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hold out each of the n entries: pre [H], items/values [n], columns [K]
+        -> log presence [n, K], ratings [n, K] at ``columns``, own rating [n]."""
+        width = smallest_fitting(len(columns), self.column_buckets)
+        padded_columns = np.zeros(width, np.int32)
+        padded_columns[: len(columns)] = columns
+        pending = []
+        with self.counter.counting():
+            for start, size in row_chunks(len(items), self.row_chunks):
+                stop = min(start + size, len(items))
+                chunk_items = np.zeros(size, np.int32)
+                chunk_values = np.zeros(size, np.float32)
+                mask = np.zeros(size, bool)
+                chunk_items[: stop - start], chunk_values[: stop - start], mask[: stop - start] = (
+                    items[start:stop],
+                    values[start:stop],
+                    True,
+                )
+                outputs = self._held_out(
+                    self._held_out_state, self._rating_rows, pre, chunk_items, chunk_values, mask, padded_columns
+                )
+                pending.append((stop - start, outputs))  # dispatched; collected below
+            parts = [[np.asarray(array)[:n] for array in outputs] for n, outputs in pending]
+        log_presence, ratings, own = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        return log_presence[:, : len(columns)], ratings[:, : len(columns)], own
+
+    def warm_up(self) -> None:
+        """Compile and run every bucket once."""
+        hidden = np.zeros(self.hidden_size, np.float32)
+        for width in self.length_buckets:
+            self.preactivation(np.zeros(width, np.int32), np.zeros(width, np.float32))
+        for batch in BATCH_BUCKETS:
+            self.outputs(np.zeros((batch, self.hidden_size), np.float32))
+        for rows in self.row_chunks:
+            for width in self.column_buckets:
+                self.held_out(hidden, np.zeros(rows, np.int32), np.zeros(rows, np.float32), np.zeros(width, np.int32))

@@ -1,0 +1,105 @@
+"""A tiny real model artifact for the inference tests: store -> snapshot -> random-weight model.
+
+The catalogue is small and hand-made so filters can be checked by hand: media types and genres
+cycle with the id, and the relations hold a prequel chain, a parent story, a cycle and a prequel
+outside the corpus. Nothing is trained; the weights are random but fixed by the seed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from sprout.dataset.config import DatasetConfig
+from sprout.dataset.snapshot import build_snapshot, load_snapshot
+from sprout.mal.models import AnimeDetails, ListEntry, RelatedAnime
+from sprout.model.autoencoder import Autoencoder
+from sprout.model.config import ModelConfig
+from sprout.store import Store
+from sprout.store.records import UserListWrite
+from sprout.training.artifact import write_model_artifact
+
+SNAPSHOT_DATE = date(2025, 6, 30)
+FIRST_ID, N_SHOWS = 101, 40
+RX_ID = 140  # excluded from the corpus by its age rating
+MEDIA_TYPES = ("tv", "movie", "ova")
+GENRES = ("Action", "Comedy", "Romance", "Horror")
+# (show, related show, relation): the related show precedes the show.
+RELATIONS = (
+    (112, 111, "prequel"),
+    (113, 112, "prequel"),  # chain 111 <- 112 <- 113
+    (120, 119, "parent_story"),
+    (130, 131, "prequel"),
+    (131, 130, "prequel"),  # a cycle
+    (125, 999, "prequel"),  # the prequel is outside the corpus
+    (111, 113, "sequel"),  # sequel links never hide anything
+)
+
+
+def media_type_of(anime_id: int) -> str:
+    return MEDIA_TYPES[anime_id % len(MEDIA_TYPES)]
+
+
+def genres_of(anime_id: int) -> tuple[str, ...]:
+    return (GENRES[anime_id % len(GENRES)], GENRES[(anime_id // 2) % len(GENRES)])
+
+
+def _details(anime_id: int) -> AnimeDetails:
+    related = [
+        RelatedAnime(node={"id": other, "title": f"show {other}"}, relation_type=kind)
+        for show, other, kind in RELATIONS
+        if show == anime_id
+    ]
+    return AnimeDetails(
+        id=anime_id,
+        title=f"show {anime_id}",
+        media_type=media_type_of(anime_id),
+        rating="rx" if anime_id == RX_ID else "pg_13",
+        genres=[{"id": GENRES.index(g), "name": g} for g in dict.fromkeys(genres_of(anime_id))],
+        related_anime=related,
+    )
+
+
+def _lists(n_users: int, seed: int) -> list[UserListWrite]:
+    rng = np.random.default_rng(seed)
+    ids = np.arange(FIRST_ID, FIRST_ID + N_SHOWS)
+    weights = 1.0 / np.arange(1, N_SHOWS + 1)  # long-tailed popularity
+    at = datetime(2025, 6, 1, tzinfo=UTC)
+    statuses = ("watching", "completed", "completed", "completed", "on_hold", "dropped", "plan_to_watch")
+    writes = []
+    for user in range(n_users):
+        chosen = rng.choice(ids, size=int(rng.integers(8, 25)), replace=False, p=weights / weights.sum())
+        entries = [
+            ListEntry(
+                anime_id=int(anime_id),
+                status=statuses[int(rng.integers(len(statuses)))],
+                score=int(rng.integers(0, 11)),
+                num_episodes_watched=0,
+                is_rewatching=False,
+                updated_at=at,
+            )
+            for anime_id in chosen
+        ]
+        writes.append(UserListWrite(f"user{user:03d}", entries, True, at, at))
+    return writes
+
+
+def build_artifacts(home: Path, *, seeds: tuple[int, ...] = (0,), n_users: int = 60) -> list[Path]:
+    """Write a store, a snapshot and one random-weight model per seed under ``home``; returns the
+    model folders (same snapshot and corpus, different weights)."""
+    with Store.open(home / "sprout.duckdb") as store:
+        store.write_user_lists(_lists(n_users, seed=7))
+        store.upsert_anime([_details(i) for i in range(FIRST_ID, FIRST_ID + N_SHOWS)], datetime(2025, 6, 2, tzinfo=UTC))
+        config = DatasetConfig.tiny(corpus_size=N_SHOWS, min_counted_entries=5, n_validation_users=0, n_test_users=0)
+        manifest = build_snapshot(store, home / "snapshots", config, SNAPSHOT_DATE)
+    snapshot = load_snapshot(home / "snapshots" / manifest.snapshot_id)
+    model_config = ModelConfig.tiny(corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16)
+    folders = []
+    for seed in seeds:
+        model = Autoencoder(model_config, nnx.Rngs(seed))
+        metadata = {"metrics": {"ndcg@100": 0.25 + seed}}
+        folders.append(write_model_artifact(home / "models", model, snapshot, metadata)[1])
+    return folders

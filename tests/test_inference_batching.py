@@ -1,0 +1,102 @@
+"""The micro-batcher under concurrent callers: grouping, per-request answers and errors, hot swap."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from inference_helpers import build_artifacts
+
+from sprout.inference.batching import RequestBatcher
+from sprout.inference.engine import Recommender
+from sprout.inference.errors import InvalidProfile
+from sprout.inference.requests import ProfileEntry, RecommendRequest
+
+
+@pytest.fixture(scope="module")
+def recommenders(tmp_path_factory) -> tuple[Recommender, Recommender]:
+    first, second = build_artifacts(tmp_path_factory.mktemp("batching"), seeds=(0, 1))
+    return Recommender.load(first, warmup=False), Recommender.load(second, warmup=False)
+
+
+def request(k: int) -> RecommendRequest:
+    profile = [ProfileEntry(anime_id=101 + (k * 5 + i) % 39, score=(k + i) % 11) for i in range(3 + k % 9)]
+    return RecommendRequest(profile=profile, top_k=5 + k % 4, niche_boost=(k % 3) / 4, explain=k % 7 == 0)
+
+
+def test_a_lone_request_runs_at_once(recommenders):
+    model, _ = recommenders
+    batcher = RequestBatcher(model)
+    assert batcher.submit(request(1)) == model.recommend(request(1))
+    assert batcher.batches == 1
+
+
+def test_concurrent_callers_get_their_own_answers(recommenders):
+    model, _ = recommenders
+    batcher = RequestBatcher(model, max_batch=4)
+    requests = [request(k) for k in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(batcher.submit, requests))
+    assert answers == [model.recommend(r) for r in requests]
+    assert batcher.batches >= len(requests) / 4
+
+
+def test_requests_arriving_during_a_batch_form_the_next_one(recommenders):
+    model, _ = recommenders
+    first_batch_may_run = threading.Event()
+    calls = []
+
+    def current() -> Recommender:  # called as each batch starts: hold the first until the rest queued
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            first_batch_may_run.wait(timeout=30)
+        return model
+
+    batcher = RequestBatcher(current, max_batch=16)
+    requests = [request(k) for k in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        leader = pool.submit(batcher.submit, requests[0])
+        while not calls:
+            time.sleep(0.001)
+        followers = [pool.submit(batcher.submit, r) for r in requests[1:]]
+        while batcher.waiting < len(followers):  # every follower is waiting behind the first batch
+            time.sleep(0.001)
+        first_batch_may_run.set()
+        answers = [leader.result(), *(f.result() for f in followers)]
+    assert batcher.batches == 2  # one lone request, then the seven that queued behind it
+    assert answers == [model.recommend(r) for r in requests]
+
+
+def test_a_bad_profile_fails_alone(recommenders):
+    model, _ = recommenders
+    batcher = RequestBatcher(model)
+    mixed = [request(2), RecommendRequest(profile=[]), request(3), RecommendRequest(profile=[ProfileEntry(anime_id=5)])]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(batcher.submit, r) for r in mixed]
+        assert futures[0].result() == model.recommend(mixed[0])
+        assert futures[2].result() == model.recommend(mixed[2])
+        with pytest.raises(InvalidProfile, match="empty"):
+            futures[1].result()
+        with pytest.raises(InvalidProfile, match="no usable entries"):
+            futures[3].result()
+    assert batcher.submit(request(4)) == model.recommend(request(4))  # still serving afterwards
+
+
+def test_swap_serves_the_new_model_from_the_next_batch(recommenders):
+    old, new = recommenders
+    assert old.version != new.version
+    batcher = RequestBatcher(old)
+    assert batcher.submit(request(5)).model.version == old.version
+    batcher.swap(new)
+    assert batcher.recommender is new
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(batcher.submit, [request(k) for k in range(8)]))
+    assert all(a.model.version == new.version for a in answers)
+    assert answers == [new.recommend(request(k)) for k in range(8)]
+    served = {"model": old}
+    follower = RequestBatcher(lambda: served["model"])
+    assert follower.submit(request(6)).model.version == old.version
+    served["model"] = new  # a service swapping its attribute
+    assert follower.submit(request(6)) == new.recommend(request(6))
