@@ -13,6 +13,7 @@ from sprout.config import Settings
 from sprout.crawl.job import CrawlRequest, run_crawl
 from sprout.mal.client import MalClient
 from sprout.mal.discovery import RecentlyOnlineSource
+from sprout.progress import crawl_progress
 from sprout.store import Store
 
 CRAWL_COMPLETED = "sprout.crawl.completed"
@@ -29,6 +30,7 @@ class CrawlParameters(BaseModel):
     shared_rate_limit: bool = Field(
         True, description="Spend the Prefect global MAL rate limit (off only for a local simulator)."
     )
+    show_progress: bool = Field(False, description="Draw a progress bar on the terminal (interactive runs).")
 
 
 @task(cache_policy=NO_CACHE)
@@ -43,18 +45,21 @@ async def crawl_profiles(params: CrawlParameters, run_id: str) -> dict:
             force_full=params.full_refresh,
             refresh_anime=params.refresh_anime,
         )
-        with Store.open(settings.db_path, wait_s=30.0) as store:
-            stats = await run_crawl(store, client, request, run_id=run_id)
+        with Store.open(settings.db_path, wait_s=30.0) as store, crawl_progress(params.show_progress) as progress:
+            stats = await run_crawl(store, client, request, run_id=run_id, progress=progress)
     return stats.as_dict()
 
 
 @task(cache_policy=NO_CACHE)
-def publish_figures(figures: dict, run_id: str) -> None:
+def publish_figures(figures: dict, run_id: str, *, announce: bool = True) -> None:
+    """The figures as a table artifact; ``announce`` emits the event retraining listens for."""
     create_table_artifact(
         key="crawl-figures",
         table=[{"figure": name, "value": value} for name, value in figures.items()],
         description=f"Crawl run {run_id}",
     )
+    if not announce:
+        return
     emit_event(
         event=CRAWL_COMPLETED,
         resource={"prefect.resource.id": f"sprout.crawl.{run_id}", "prefect.resource.name": "sprout crawl"},
@@ -74,6 +79,21 @@ async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
         figures = await crawl_profiles(params, run_id)
     publish_figures(figures, run_id)
     get_run_logger().info("crawl figures: %s", figures)
+    return figures
+
+
+@flow(name="refresh-anime", log_prints=True)
+async def refresh_anime_flow() -> dict:
+    """Refresh anime metadata (titles, genres, relations) older than 30 days; crawls no profiles."""
+    settings = Settings()
+    if settings.client_id() is None:
+        raise ValueError("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id")
+    run_id = str(runtime.flow_run.id or "local")
+    await ensure_limits(settings.mal_requests_per_second)
+    params = CrawlParameters(usernames=[], discover_online=False, refresh_anime=True)
+    async with duckdb_writer():
+        figures = await crawl_profiles(params, run_id)
+    publish_figures(figures, run_id, announce=False)
     return figures
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
 
 from prefect import get_client, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency, rate_limit
+from prefect.concurrency.sync import concurrency as sync_concurrency
 
 MAL_RATE_LIMIT = "sprout-mal-requests"
 DUCKDB_WRITER_LIMIT = "sprout-duckdb-writer"
@@ -54,4 +55,17 @@ async def ensure_limits(requests_per_second: float) -> None:
 async def duckdb_writer() -> AsyncIterator[None]:
     """Hold the one DuckDB writer slot; a second writer waits here instead of failing to open."""
     async with concurrency(DUCKDB_WRITER_LIMIT, occupy=1, strict=True, lease_duration=DUCKDB_WRITER_LEASE_S):
+        yield
+
+
+@contextmanager
+def duckdb_access() -> Iterator[None]:
+    """`duckdb_writer` for synchronous flows; creates the limit first when it is missing.
+
+    Reading needs the slot too: while one process holds the file read-write, DuckDB lets no
+    other process open it at all.
+    """
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(DUCKDB_WRITER_LIMIT, limit=1)
+    with sync_concurrency(DUCKDB_WRITER_LIMIT, occupy=1, strict=True, lease_duration=DUCKDB_WRITER_LEASE_S):
         yield

@@ -1,14 +1,19 @@
-"""The main job on the embedded defaults: the simulator, a crawl into DuckDB, what got stored.
+"""The main job on the embedded defaults: the whole loop, end to end, on this machine.
 
-Runs with no MAL account and no Prefect server: the simulator serves a seeded synthetic
-population on 127.0.0.1 and Prefect starts a temporary local server for the flow run.
+Starts the MAL simulator on 127.0.0.1, runs the ``pipeline`` flow (crawl → snapshot → training →
+evaluation → gate → promotion) on a temporary Prefect server with DuckDB, W&B (offline without a
+key) and the BentoML model store under ``SPROUT_HOME``, then starts ``sprout serve`` for the new
+champion, asks it for a recommendation with explanations over HTTP, prints them, and stops
+everything it started. Needs no MAL account and no Prefect server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import sys
+from pathlib import Path
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -16,64 +21,109 @@ from rich.table import Table
 console = Console()
 
 
-def _show_store(db_path) -> None:
-    from sprout.store import Store
-
-    with Store.open(db_path, read_only=True) as store:
-        counts = store.counts()
-        sql = store.connection
-        top = sql.execute(
-            """
-            SELECT a.title, count(*) AS users, round(avg(nullif(e.score, 0)), 2) AS mean_score
-            FROM list_entries e JOIN anime a USING (anime_id)
-            GROUP BY a.title ORDER BY users DESC LIMIT 5
-            """
-        ).fetchall()
-    table = Table(title=f"stored in {db_path}")
-    table.add_column("table")
-    table.add_column("rows", justify="right")
-    for name, value in counts.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
-        table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
-    console.print(table)
-    shows = Table(title="most listed shows")
-    for column in ("title", "users", "mean score"):
-        shows.add_column(column)
-    for title, users, mean_score in top:
-        shows.add_row(title, str(users), str(mean_score))
-    console.print(shows)
-
-
-def main(
-    users: int = typer.Option(300, min=1, help="Users in the simulated population."),
-    seed: int = typer.Option(0, help="Population seed."),
-) -> None:
-    """Start the simulator, run the crawl flow against it, print what was stored."""
+def _environment(simulator, home: Path) -> None:
+    """Point every stage at the simulator and keep everything it writes under ``home``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary Prefect server can take longer than its 20 s default on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from sprout.config import Settings
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    os.environ.update(
+        SPROUT_HOME=str(home),
+        SPROUT_MAL_API_URL=simulator.api_url,
+        SPROUT_MAL_WEB_URL=simulator.url,
+        SPROUT_MAL_CLIENT_ID=os.environ.get("SPROUT_MAL_CLIENT_ID", "simulator"),
+        # The local simulator needs no politeness; the real API keeps the 1 request/s default.
+        SPROUT_MAL_REQUESTS_PER_SECOND="500",
+        SPROUT_MAL_MAX_IN_FLIGHT="8",
+    )
+    os.environ.setdefault("SPROUT_MODEL_STORE", str(home / "model-store"))
+
+
+def sample_profile(population, min_entries: int = 40) -> tuple[str, list[dict]]:
+    """A simulated user's whole list as a request profile (the first with enough entries)."""
+    for username in population.usernames():
+        if population.is_private(username):
+            continue
+        entries = population.truth(username)
+        if len(entries) >= min_entries:
+            return username, [{"anime_id": e["anime_id"], "score": e["score"], "status": e["status"]} for e in entries]
+    raise RuntimeError("no simulated user has a long enough list for the sample")
+
+
+def show_recommendations(username: str, answer: dict, explained: dict) -> None:
+    table = Table(title=f"top 10 for {username} (model {answer['model']['version']})")
+    for column in ("#", "title", "score", "p", "predicted rating", "because of"):
+        table.add_column(column)
+    for rank, item in enumerate(answer["recommendations"][:10], 1):
+        because = ", ".join(c["title"] for c in item.get("contributors") or [])
+        table.add_row(str(rank), item["title"], f"{item['score']:.4f}", f"{item['probability']:.4f}",
+                      f"{item['predicted_rating']:.1f}", because)
+    console.print(table)
+    impact = Table(title="most impactful entries of the profile")
+    impact.add_column("title")
+    impact.add_column("impact", justify="right")
+    for entry in explained["most_impactful"][:5]:
+        impact.add_row(entry["title"], f"{entry['impact']:.4f}")
+    console.print(impact)
+    surprise = Table(title="most surprising ratings")
+    for column in ("title", "rated", "expected"):
+        surprise.add_column(column)
+    for entry in explained["most_surprising"][:5]:
+        surprise.add_row(entry["title"], f"{entry['actual']:.0f}", f"{entry['predicted']:.1f}")
+    console.print(surprise)
+    if answer["ignored"]:
+        console.print(f"ignored {len(answer['ignored'])} entries (e.g. {answer['ignored'][0]})")
+
+
+def main(
+    users: int = typer.Option(1500, min=50, help="Users in the simulated population."),
+    seed: int = typer.Option(0, help="Population seed."),
+    config: str = typer.Option("small", help="Training preset (tiny, small, default)."),
+    home: Path = typer.Option(Path(os.environ.get("SPROUT_HOME", "var")), help="Where everything is written."),
+) -> None:
+    """Run the whole loop on simulated MAL data and show a served recommendation."""
+    from bentos.local_server import LocalServer
+    from bentos.registry import ModelRegistry
     from sprout.malsim.population import Population
     from sprout.malsim.server import SimulatorServer
 
-    population = Population.synthetic(users, seed=seed)
+    home = home.resolve()
+    population = Population.synthetic(users, seed=seed, n_anime=3000)
     with SimulatorServer(population) as simulator:
         console.print(f"simulator on {simulator.url}: {population.n_users} users, {population.n_entries:,} entries")
-        os.environ.update(
-            SPROUT_MAL_API_URL=simulator.api_url,
-            SPROUT_MAL_WEB_URL=simulator.url,
-            SPROUT_MAL_CLIENT_ID=os.environ.get("SPROUT_MAL_CLIENT_ID", "simulator"),
-            # The local simulator needs no politeness; the real API keeps the 1 request/s default.
-            SPROUT_MAL_REQUESTS_PER_SECOND="500",
-            SPROUT_MAL_MAX_IN_FLIGHT="8",
-        )
-        from flows.crawl import CrawlParameters, crawl_flow
+        _environment(simulator, home)
+        from flows.crawl import CrawlParameters
+        from flows.pipeline import PipelineParameters, pipeline_flow
+        from flows.retrain import RetrainParameters
 
-        params = CrawlParameters(usernames=population.usernames(), shared_rate_limit=False, max_users=users)
-        figures = asyncio.run(crawl_flow(params))
-    console.print({k: v for k, v in figures.items() if v})
-    _show_store(Settings().db_path)
+        params = PipelineParameters(
+            crawl=CrawlParameters(usernames=population.usernames(), discover_online=False, max_users=users,
+                                  shared_rate_limit=False, show_progress=True),
+            retrain=RetrainParameters(config=config, snapshot_date=population.now.date(), show_progress=True),
+        )
+        outcome = pipeline_flow(params)
+        username, profile = sample_profile(population)
+
+    promotion = outcome["promotion"] or {}
+    console.print(f"gate: {'promoted' if promotion.get('promoted') else 'not promoted'} — "
+                  f"{'; '.join(promotion.get('reasons', []))}")
+    store_dir = Path(os.environ["SPROUT_MODEL_STORE"])
+    champion = ModelRegistry(store_dir).champion()
+    if champion is None:
+        console.print("[bold red]no champion to serve[/]: the gate refused the model and none was promoted before")
+        raise typer.Exit(1)
+    with LocalServer(store_dir, home / "logs" / "serve.log") as server:
+        console.print(f"serving {champion.version} on {server.url}")
+        request = {"profile": profile, "top_k": 10, "explain": True}
+        answer = httpx.post(f"{server.url}/recommend", json=request, timeout=60)
+        explained = httpx.post(f"{server.url}/explain", json={"profile": profile, "top_k": 10}, timeout=60)
+        for response in (answer, explained):
+            if response.status_code != 200:
+                console.print(f"[bold red]{response.request.url.path} answered {response.status_code}[/]: {response.text}")
+                raise typer.Exit(1)
+        show_recommendations(username, answer.json(), explained.json())
+    console.print(f"done; everything is under {home} (serve again: SPROUT_MODEL_STORE={store_dir} sprout serve)")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -117,5 +117,25 @@ def evaluate_promote_flow(params: EvaluatePromoteParameters = EvaluatePromotePar
             "challenger": result["challenger"], "baselines": result["baselines"]}
 
 
+class RollbackParameters(BaseModel):
+    """What the rollback deployment's form asks for."""
+
+    reason: str = Field("manual rollback", min_length=1, description="Why, for the model history.")
+
+
+@flow(name="rollback", log_prints=True)
+def rollback_flow(params: RollbackParameters = RollbackParameters()) -> dict[str, Any]:
+    """Restore the previous champion and archive the current one (servers pick it up by polling)."""
+    plan = open_registry(Settings()).rollback(reason=params.reason)
+    steps = [{"version": s.version, "from": s.from_stage, "to": s.to_stage} for s in plan]
+    champion = next(s["version"] for s in steps if s["to"] == "champion")
+    create_markdown_artifact(
+        key="rollback", markdown=f"Rolled back to `{champion}`: {params.reason}\n\n"
+        + "\n".join(f"- `{s['version']}`: {s['from']} → {s['to']}" for s in steps),
+    )
+    print(f"champion is {champion} again")
+    return {"champion": champion, "steps": steps}
+
+
 if __name__ == "__main__":
     evaluate_promote_flow()

@@ -12,10 +12,16 @@ from pydantic import BaseModel, Field
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
+from flows.limits import duckdb_access
 from sprout.config import Settings
 from sprout.presets import PRESETS, get_preset
+from sprout.progress import training_progress
+from sprout.training.freshness import profiles_changed_since_training
 from sprout.training.run import build_dataset, train_model
+
+MODEL_TRAINED = "sprout.model.trained"
 
 
 class RetrainParameters(BaseModel):
@@ -24,21 +30,36 @@ class RetrainParameters(BaseModel):
     config: str = Field("default", description=f"Named preset: {', '.join(PRESETS)}.")
     snapshot_date: date | None = Field(None, description="Entries updated after this day are left out; default today.")
     track: bool = Field(True, description="Log the run to W&B (offline without WANDB_API_KEY).")
+    min_changed_profiles: int = Field(
+        0, ge=0, description="Skip unless at least this many profiles changed since the last training."
+    )
+    show_progress: bool = Field(False, description="Draw a progress bar on the terminal (interactive runs).")
+
+
+@task(cache_policy=NO_CACHE)
+def changed_profiles_task() -> int:
+    settings = Settings()
+    if not settings.db_path.exists():
+        return 0
+    with duckdb_access():
+        return profiles_changed_since_training(settings.home, settings.db_path)
 
 
 @task(cache_policy=NO_CACHE)
 def build_snapshot_task(config: str, snapshot_date: date | None) -> dict:
     settings = Settings()
-    manifest = build_dataset(settings.home, settings.db_path, get_preset(config), snapshot_date)
+    with duckdb_access():
+        manifest = build_dataset(settings.home, settings.db_path, get_preset(config), snapshot_date)
     rows = [{"split": name, **counts.model_dump()} for name, counts in manifest.splits.items()]
     create_table_artifact(key="dataset-manifest", table=rows, description=f"Snapshot {manifest.snapshot_id} ({manifest.snapshot_date}), corpus {manifest.corpus_size}")
     return {"snapshot_id": manifest.snapshot_id, "snapshot_date": manifest.snapshot_date}
 
 
 @task(cache_policy=NO_CACHE)
-def train_task(config: str, snapshot_id: str, track: bool) -> dict:
+def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool = False) -> dict:
     settings = Settings()
-    summary = train_model(settings.home, get_preset(config), snapshot_id, track=track)
+    with training_progress(show_progress) as progress:
+        summary = train_model(settings.home, get_preset(config), snapshot_id, track=track, progress=progress)
     figures = {**summary["final"], **summary["validation"],
                "validation_popularity_ndcg@100": summary["validation_popularity_ndcg@100"],
                "steps": summary["steps"], "stopped_by": summary["stopped_by"], "parameters": summary["parameters"]}
@@ -51,16 +72,27 @@ def train_task(config: str, snapshot_id: str, track: bool) -> dict:
         markdown=f"Model `{summary['model_version']}` — W&B run `{summary['wandb_run_id']}` "
         f"(project `sprout`; offline runs sync with `wandb sync {settings.home / 'wandb'}`).",
     )
+    emit_event(
+        event=MODEL_TRAINED,
+        resource={"prefect.resource.id": f"sprout.model.{summary['model_version']}", "prefect.resource.name": "sprout model"},
+        payload={"model_version": summary["model_version"], "snapshot_id": snapshot_id,
+                 "wandb_run_id": summary["wandb_run_id"], **summary["validation"]},
+    )
     return summary
 
 
 @flow(name="retrain", log_prints=True)
 def retrain_flow(params: RetrainParameters = RetrainParameters()) -> dict:
-    """Snapshot the store and train a candidate model."""
+    """Snapshot the store and train a candidate model (when enough has changed)."""
+    if params.min_changed_profiles:
+        changed = changed_profiles_task()
+        if changed < params.min_changed_profiles:
+            print(f"{changed} profiles changed since the last training (< {params.min_changed_profiles}): skipped")
+            return {"skipped": True, "changed_profiles": changed}
     snapshot = build_snapshot_task(params.config, params.snapshot_date)
-    summary = train_task(params.config, snapshot["snapshot_id"], params.track)
+    summary = train_task(params.config, snapshot["snapshot_id"], params.track, params.show_progress)
     print(f"model {summary['model_version']}: validation NDCG@100 {summary['validation'].get('val/ndcg@100')}")
-    return summary
+    return {"skipped": False, **summary}
 
 
 if __name__ == "__main__":

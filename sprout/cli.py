@@ -33,6 +33,28 @@ def _mount_simulator() -> None:
 _mount_simulator()
 
 
+def _mount_serve() -> None:
+    from sprout.serve import serve  # imports no BentoML; the service process does
+
+    app.command("serve")(serve)
+
+
+_mount_serve()
+
+
+def _mount_models() -> None:
+    from sprout.models_cli import evaluate, models_app
+
+    from sprout.status import status
+
+    app.command("evaluate")(evaluate)
+    app.add_typer(models_app, name="models")
+    app.command("status")(status)
+
+
+_mount_models()
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
@@ -91,6 +113,7 @@ def crawl(
     """Crawl due users' lists from the MAL API (or the simulator) into DuckDB."""
     from sprout.crawl.job import CrawlRequest, run_crawl
     from sprout.mal.client import MalClient
+    from sprout.progress import crawl_progress
     from sprout.mal.discovery import RecentlyOnlineSource, SeedListSource
     from sprout.mal.errors import MalError
 
@@ -111,7 +134,7 @@ def crawl(
                 sources=sources, only_usernames=only, max_users=max_users, ignore_schedule=all_users,
                 force_full=full, refresh_anime=anime,
             )
-            with _progress(not as_json) as progress:
+            with crawl_progress(not as_json) as progress:
                 stats = await run_crawl(store, client, request, progress=progress)
             return stats.as_dict()
 
@@ -126,22 +149,6 @@ def crawl(
     else:
         print_counts(figures, "crawl run")
         print_counts(counts, f"store {settings.db_path}")
-
-
-@contextmanager
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    if not enabled:
-        yield None
-        return
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console) as bar:
-        task = bar.add_task("profiles", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 @import_app.command("anime-5k")
@@ -182,7 +189,7 @@ def db_info(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
             console.print(f"last crawl run: {json.dumps(last, default=str)}")
 
 
-ConfigName = Annotated[str, typer.Option("--config", help="Named preset: tiny (smoke runs) or default (reference model).")]
+ConfigName = Annotated[str, typer.Option("--config", help="Named preset: tiny (tests), small (minutes on a CPU) or default (reference model).")]
 AsJson = Annotated[bool, typer.Option("--json", help="End by printing one JSON object.")]
 
 
@@ -241,11 +248,12 @@ def train(
     """Train the autoencoder on a snapshot; a killed run resumes from its last checkpoint."""
     from sprout.training.loop import NonFiniteLoss
     from sprout.training.run import train_model
+    from sprout.progress import training_progress
 
     preset = _preset(config)
     settings = load_settings()
     try:
-        with _step_progress(not as_json) as progress:
+        with training_progress(not as_json) as progress:
             summary = train_model(settings.home, preset, snapshot, track=wandb, progress=progress)
     except (FileNotFoundError, ValueError, NonFiniteLoss) as error:
         raise fail(str(error)) from None
@@ -253,23 +261,6 @@ def train(
         print(json.dumps(summary, default=float))
     else:
         console.print_json(json.dumps(summary, default=float))
-
-
-@contextmanager
-def _step_progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    if not enabled:
-        yield None
-        return
-    columns = ("steps", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[loss]}"))
-    with Progress(*columns, console=err_console) as bar:
-        task = bar.add_task("steps", total=None, loss="")
-
-        def update(done: int, total: int, figures: dict) -> None:
-            bar.update(task, completed=done, total=total, loss=f"loss {figures.get('train/loss', float('nan')):.4f}")
-
-        yield update
 
 
 if __name__ == "__main__":

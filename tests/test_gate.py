@@ -138,7 +138,7 @@ def test_random_and_nan_models_are_never_promoted(snapshot, tmp_path):
 
 def test_models_of_another_dataset_or_corpus(snapshot, tmp_path):
     challenger_folder = save_model(snapshot, tmp_path / "models", seed=0)
-    # a champion over another corpus is reported as not comparable, not silently scored
+    # a champion over another corpus (same shows, another order) is scored through its own corpus
     other = tmp_path / "other"
     shutil.copytree(challenger_folder, other)
     corpus = json.loads((other / "corpus.json").read_text())
@@ -147,8 +147,12 @@ def test_models_of_another_dataset_or_corpus(snapshot, tmp_path):
     document = json.loads((other / METADATA_FILE).read_text())
     document["files"]["corpus.json"] = hashlib.sha256((other / "corpus.json").read_bytes()).hexdigest()
     (other / METADATA_FILE).write_text(json.dumps(document))
-    result = evaluate_artifact(challenger_folder, snapshot, champion_folder=other)
-    assert result["champion"] is None and result["champion_status"].startswith("not comparable")
+    result = evaluate_artifact(challenger_folder, snapshot, champion_folder=other,
+                               rules=GateRules(max_forward_latency_ms=1e6))
+    size = len(corpus["anime_ids"])
+    assert result["champion_status"] == f"scored through its own corpus ({size} of {size} shows known)"
+    assert math.isfinite(result["champion"]["ndcg@100"]) and result["champion"]["finite"] == 1.0
+    assert result["champion"]["ndcg@100"] != result["challenger"]["ndcg@100"]  # other columns, other scores
     # the challenger itself must come from this snapshot
     with pytest.raises(IncomparableModel, match="corpus"):
         evaluate_artifact(other, snapshot)
@@ -157,3 +161,22 @@ def test_models_of_another_dataset_or_corpus(snapshot, tmp_path):
     (challenger_folder / METADATA_FILE).write_text(json.dumps(own))
     with pytest.raises(IncomparableModel, match="trained on snapshot"):
         evaluate_artifact(challenger_folder, snapshot)
+
+
+def test_a_model_of_another_corpus_is_scored_through_its_own_columns(snapshot):
+    from sprout.evaluation.held_out import held_out_users
+    from sprout.evaluation.model_scores import corpus_columns, model_scores
+
+    assert corpus_columns(np.array([30, 10, 20]), np.array([10, 20, 40, 30])).tolist() == [1, 2, -1, 0]
+    users = held_out_users(snapshot, "test")
+    model = Autoencoder(TINY.model, nnx.Rngs(4))
+    plain = model_scores(model, users)
+    identity = model_scores(model, users, model_columns=np.arange(users.corpus_size))
+    np.testing.assert_allclose(identity.scores, plain.scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(identity.ratings, plain.ratings, rtol=1e-5, atol=1e-4)
+    # Shows the model does not know are never recommended and predicted at the user's mean.
+    columns = np.arange(users.corpus_size)
+    columns[:5] = -1
+    partial = model_scores(model, users, model_columns=columns)
+    assert np.isneginf(partial.scores[:, :5]).all() and np.isfinite(partial.scores[:, 5:]).all()
+    np.testing.assert_allclose(partial.ratings[:, 0], np.clip(users.mu, 1, 10), rtol=1e-5)

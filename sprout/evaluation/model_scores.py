@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sprout.dataset.features import denormalise
+from sprout.dataset.features import denormalise, normalise
 from sprout.evaluation.evaluator import rating_metrics, ranking_metrics
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.model.autoencoder import Autoencoder
@@ -41,11 +41,19 @@ def _forward(graphdef, state, items, values, mask, rating_weight):
     return log_ranking_score(log_presence, ratings, rating_weight), ratings
 
 
-def fold_in_inputs(users: HeldOutUsers, rows: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded sparse fold-in profiles of ``rows``: items, values, mask [batch_size, L] (L bucketed)."""
+def fold_in_inputs(
+    users: HeldOutUsers, rows: np.ndarray, batch_size: int, model_columns: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Padded sparse fold-in profiles of ``rows``: items, values, mask [batch_size, L] (L bucketed).
+
+    ``model_columns`` [C] maps the split's corpus onto another model's (-1: a show it does not
+    know, left out of its input, as a server would).
+    """
     split = users.split
     positions, row_of_entry = gather_rows(split.indptr, rows)  # [n], [n]
     kept = ~split.heldout[positions]
+    if model_columns is not None:
+        kept &= model_columns[split.items[positions]] >= 0
     positions, row_of_entry = positions[kept], row_of_entry[kept]
     lengths = np.bincount(row_of_entry, minlength=len(rows))  # [B]
     width = bucket(int(lengths.max()) if lengths.size else 1, minimum=16)
@@ -53,7 +61,7 @@ def fold_in_inputs(users: HeldOutUsers, rows: np.ndarray, batch_size: int) -> tu
     items = np.zeros((batch_size, width), np.int32)
     values = np.zeros((batch_size, width), np.float32)
     mask = np.zeros((batch_size, width), bool)
-    items[row_of_entry, column] = split.items[positions]
+    items[row_of_entry, column] = (split.items if model_columns is None else model_columns[split.items])[positions]
     values[row_of_entry, column] = split.values[positions]
     mask[row_of_entry, column] = True
     return items, values, mask
@@ -73,37 +81,62 @@ def _check_corpus(model: Autoencoder, users: HeldOutUsers) -> None:
         )
 
 
+def corpus_columns(model_ids: np.ndarray, split_ids: np.ndarray) -> np.ndarray:
+    """For each show of the split's corpus, its index in the model's corpus, or -1. [C_split]"""
+    order = np.argsort(model_ids, kind="stable")
+    slot = np.minimum(np.searchsorted(model_ids[order], split_ids), max(len(model_ids) - 1, 0))
+    found = len(model_ids) > 0 and model_ids[order][slot] == split_ids
+    return np.where(found, order[slot], -1).astype(np.int64)
+
+
 def model_scores(
-    model: Autoencoder, users: HeldOutUsers, rating_weight: float = 0.3, batch_size: int = 256
+    model: Autoencoder, users: HeldOutUsers, rating_weight: float = 0.3, batch_size: int = 256,
+    model_columns: np.ndarray | None = None,
 ) -> ModelScores:
-    """Batched fold-in forward pass of every held-out user."""
-    _check_corpus(model, users)
+    """Batched fold-in forward pass of every held-out user.
+
+    ``model_columns`` [C] (see `corpus_columns`) scores a model trained on another corpus: its
+    outputs are mapped back onto the split's shows, and shows it does not know can never be
+    recommended (score -inf) and get the user's mean as their predicted rating.
+    """
+    if model_columns is None:
+        _check_corpus(model, users)
     graphdef, state = nnx.split(model)
     n_users, corpus_size = users.n_users, users.corpus_size
     scores = np.empty((n_users, corpus_size), np.float32)
     normalised = np.empty((n_users, corpus_size), np.float32)
+    known = None if model_columns is None else model_columns >= 0  # [C]
     size = min(batch_size, bucket(n_users, minimum=1))  # few compiled shapes, little padding
+    finite = True
     for start in range(0, n_users, size):
         rows = np.arange(start, min(start + size, n_users))
-        items, values, mask = fold_in_inputs(users, rows, size)
-        batch_scores, batch_ratings = _forward(graphdef, state, items, values, mask, rating_weight)
-        scores[rows] = np.asarray(batch_scores)[: len(rows)]
-        normalised[rows] = np.asarray(batch_ratings)[: len(rows)]
-    finite = bool(np.isfinite(scores).all() and np.isfinite(normalised).all())
+        items, values, mask = fold_in_inputs(users, rows, size, model_columns)
+        batch_scores, batch_ratings = (np.asarray(a)[: len(rows)] for a in _forward(graphdef, state, items, values, mask, rating_weight))
+        finite = finite and bool(np.isfinite(batch_scores).all() and np.isfinite(batch_ratings).all())
+        if model_columns is not None:  # [B, C_model] -> [B, C]
+            batch_scores = np.where(known, batch_scores[:, np.maximum(model_columns, 0)], -np.inf)
+            mean = normalise(users.mu[rows], users.mu[rows], users.sigma[rows])[:, None]  # [B, 1]: the user's mean
+            batch_ratings = np.where(known, batch_ratings[:, np.maximum(model_columns, 0)], mean)
+        scores[rows] = batch_scores
+        normalised[rows] = batch_ratings
     ratings = denormalise(normalised, users.mu[:, None], users.sigma[:, None]).astype(np.float32)
     return ModelScores(scores=scores, ratings=ratings, finite=finite)
 
 
-def forward_latency_ms(model: Autoencoder, users: HeldOutUsers, rating_weight: float = 0.3, runs: int = 7) -> float:
+def forward_latency_ms(
+    model: Autoencoder, users: HeldOutUsers, rating_weight: float = 0.3, runs: int = 7,
+    model_columns: np.ndarray | None = None,
+) -> float:
     """Median wall time of a batch-1 forward pass (the serving shape) after two warm-up calls.
 
     The profile is the held-out user with the median fold-in length: a typical request.
     """
-    _check_corpus(model, users)
+    if model_columns is None:
+        _check_corpus(model, users)
     graphdef, state = nnx.split(model)
     lengths = users.fold_in.sum(axis=1)  # [U]
     typical = int(np.argsort(lengths, kind="stable")[len(lengths) // 2])
-    items, values, mask = fold_in_inputs(users, np.array([typical]), 1)
+    items, values, mask = fold_in_inputs(users, np.array([typical]), 1, model_columns)
     timings = []
     for run in range(runs + 2):
         began = time.perf_counter()
@@ -122,13 +155,16 @@ class ModelEvaluator:
     batch_size: int = 256
     latency_runs: int = 7
     name: str = "model"
+    model_columns: np.ndarray | None = None  # [C] for a model of another corpus (see `corpus_columns`)
 
     def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
-        result = model_scores(self.model, users, self.rating_weight, self.batch_size)
+        result = model_scores(self.model, users, self.rating_weight, self.batch_size, self.model_columns)
         predicted = result.ratings[users.rated_users, users.rated_items]  # [m]
         return {
             **ranking_metrics(result.scores, users),
             **rating_metrics(predicted, users),
             "finite": 1.0 if result.finite else 0.0,
-            "forward_latency_ms": forward_latency_ms(self.model, users, self.rating_weight, self.latency_runs),
+            "forward_latency_ms": forward_latency_ms(
+                self.model, users, self.rating_weight, self.latency_runs, self.model_columns
+            ),
         }

@@ -2,12 +2,11 @@
 
 Comparability: the challenger must have been trained on this very snapshot (same corpus, and its
 test users unseen in training), otherwise evaluation refuses with `IncomparableModel`. The
-champion may come from an older snapshot; it is scored on the current test users when its corpus
-(anime ids in index order) is identical to the snapshot's. A champion over a different corpus
-is not re-mapped: its input and output columns mean other shows, shows new to the corpus would
-have no score, and the comparison would be skewed either way. It is then reported as not
-comparable and the gate falls back to its absolute checks (finite, latency, beats popularity),
-with the reason recorded in the result.
+champion usually comes from an older snapshot, whose corpus holds (mostly) the same shows in
+another order, since popularity moves between crawls. It is re-scored on the current test users
+through its own corpus, as it would serve them: fold-in entries of shows it does not know are
+left out of its input, and those shows can never be among its recommendations (their predicted
+rating is the user's mean). The result records how many of the snapshot's shows it knows.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from sprout.dataset.snapshot_format import Snapshot, load_snapshot
 from sprout.evaluation.baselines import standard_baselines
 from sprout.evaluation.gate import GateRules, decide
 from sprout.evaluation.held_out import held_out_users
-from sprout.evaluation.model_scores import ModelEvaluator
+from sprout.evaluation.model_scores import ModelEvaluator, corpus_columns
 from sprout.training.artifact import CORPUS_FILE, read_model_artifact
 
 
@@ -71,11 +70,14 @@ def evaluate_artifact(
     if champion_folder is not None:
         champion_model, champion_document = read_model_artifact(Path(champion_folder))
         champion_version = champion_document.get("version")
-        if same_corpus(artifact_corpus(champion_folder), snapshot.corpus):
+        champion_corpus = artifact_corpus(champion_folder)
+        if same_corpus(champion_corpus, snapshot.corpus):
             champion = ModelEvaluator(champion_model, rating_weight=rating_weight).evaluate(users)
             champion_status = "scored"
         else:
-            champion_status = "not comparable: its corpus differs from the snapshot's"
+            columns = corpus_columns(champion_corpus.anime_ids, snapshot.corpus.anime_ids)  # [C]
+            champion = ModelEvaluator(champion_model, rating_weight=rating_weight, model_columns=columns).evaluate(users)
+            champion_status = f"scored through its own corpus ({int((columns >= 0).sum())} of {len(columns)} shows known)"
 
     baselines = {
         evaluator.name: evaluator.evaluate(users)

@@ -79,3 +79,20 @@ def last_crawl_run(connection: duckdb.DuckDBPyConnection, status: str | None = N
         return None
     run_id, started_at, finished_at, run_status, params, stats = rows[0]
     return CrawlRun(run_id, started_at, finished_at, run_status, json.loads(params or "{}"), json.loads(stats or "{}"))
+
+
+def profiles_changed_since(connection: duckdb.DuckDBPyConnection, since: datetime | None) -> int:
+    """Users whose stored list changed in crawl runs that finished after ``since`` (all when None).
+
+    Failed runs count too: what they stored before failing is in the store.
+    """
+    return int(
+        scalar(
+            connection,
+            """
+            SELECT coalesce(sum(CAST(json_extract(stats, '$.profiles_changed') AS BIGINT)), 0) FROM crawl_runs
+            WHERE stats IS NOT NULL AND (?::TIMESTAMPTZ IS NULL OR finished_at > ?::TIMESTAMPTZ)
+            """,
+            [since, since],
+        )
+    )

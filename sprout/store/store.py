@@ -19,7 +19,7 @@ import duckdb
 from sprout.mal.models import AnimeDetails, ListEntry
 
 from . import anime, crawl_state, entries, importer, model_events, runs
-from .database import IN_MEMORY, SchemaError, connect, transaction
+from .database import IN_MEMORY, SchemaError, as_utc, connect, transaction
 from .model_events import ModelEvent
 from .records import ChangeCounts, CrawlRun, DueUser, UserListWrite, UserOutcome
 from .schema import CRAWL_STATES, LATEST_VERSION, check_version, migrate, schema_version
@@ -146,6 +146,10 @@ class Store:
     def last_crawl_run(self, status: str | None = None) -> CrawlRun | None:
         with self.transaction() as connection:
             return runs.last_crawl_run(connection, status)
+
+    def profiles_changed_since(self, since: datetime | None) -> int:
+        with self.transaction() as connection:
+            return runs.profiles_changed_since(connection, None if since is None else as_utc(since, "since"))
 
     # Model events
 

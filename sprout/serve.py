@@ -1,0 +1,122 @@
+"""``sprout serve``: the HTTP service for the registry's champion (BentoML, ``bentos/service.py``).
+
+The command checks that there is a model to serve, then becomes ``bentoml serve`` (``exec``:
+one process tree, and SIGINT/SIGTERM reach BentoML's own shutdown directly). Settings travel to
+the service's worker processes as environment variables (`ServeSettings`), so a container can
+set the same variables without this command. BentoML is imported only in the service process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+
+SERVICE = "bentos.service:Sprout"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `bentos` package
+MAX_BODY_BYTES = 1 << 20
+
+
+class ServeSettings(BaseSettings):
+    """What the service reads from its environment (prefix ``SPROUT_SERVE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SPROUT_SERVE_", extra="ignore", populate_by_name=True)
+
+    version: str | None = Field(None, description="Serve this version for the life of the process (no hot swap).")
+    store_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("SPROUT_MODEL_STORE", "SPROUT_SERVE_STORE_DIR"),
+        description="BentoML model store folder; default $BENTOML_HOME/models.",
+    )
+    workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
+    threads: int = Field(16, ge=1, description="Request threads per worker; concurrent /recommend calls share forward passes.")
+    devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
+    poll_s: float = Field(5.0, gt=0, description="Seconds between checks of the registry for a new champion.")
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, description="Largest request body; larger is answered 413.")
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment variables that recreate them."""
+        values = {
+            "SPROUT_SERVE_VERSION": self.version,
+            "SPROUT_MODEL_STORE": str(self.store_dir) if self.store_dir else None,
+            "SPROUT_SERVE_WORKERS": self.workers,
+            "SPROUT_SERVE_THREADS": self.threads,
+            "SPROUT_SERVE_DEVICES": self.devices,
+            "SPROUT_SERVE_POLL_S": self.poll_s,
+            "SPROUT_SERVE_MAX_BODY_BYTES": self.max_body_bytes,
+        }
+        return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def with_host_devices(environment: dict[str, str], devices: int | None) -> dict[str, str]:
+    """``environment`` with XLA told to expose ``devices`` CPU devices (read when jax starts)."""
+    if devices is None:
+        return environment
+    flags = [flag for flag in environment.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in flag]
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return {**environment, "XLA_FLAGS": " ".join(flags)}
+
+
+class ServeError(RuntimeError):
+    """Nothing can be served with these settings; the message says why."""
+
+
+def check_servable(settings: ServeSettings) -> str:
+    """The version the service will start with, or `ServeError`."""
+    from bentos.registry import ModelRegistry
+    from sprout.registry import UnknownVersion
+
+    registry = ModelRegistry(settings.store_dir)
+    if settings.version:
+        try:
+            return registry.get(settings.version).version
+        except UnknownVersion:
+            raise ServeError(f"version {settings.version!r} is not in the model store {registry.store_dir}") from None
+    champion = registry.champion()
+    if champion is None:
+        raise ServeError(
+            f"the model store {registry.store_dir} has no champion: promote a model first "
+            "(or serve a registered version with --version)"
+        )
+    return champion.version
+
+
+def bentoml_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind. Keep loopback; 0.0.0.0 only inside a container.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
+    version: Annotated[str | None, typer.Option(help="Serve this registered version and never swap; default: follow the champion.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads and warms its own engine).")] = 1,
+    store_dir: Annotated[Path | None, typer.Option(help="BentoML model store folder; default $BENTOML_HOME/models.", file_okay=False)] = None,
+    devices: Annotated[int | None, typer.Option(min=1, help="CPU devices to shard explanations over.")] = None,
+) -> None:
+    """Serve recommendations over HTTP from the registry's champion (hot-swapped when it changes)."""
+    from pydantic import ValidationError
+
+    errors = Console(stderr=True)
+    given = {"version": version, "store_dir": store_dir.resolve() if store_dir else None, "workers": workers, "devices": devices}
+    try:  # options given on the command line win over SPROUT_SERVE_* variables
+        settings = ServeSettings(**{key: value for key, value in given.items() if value is not None})
+    except ValidationError as error:
+        errors.print(f"[bold red]error:[/] invalid serve setting: {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    try:
+        serving = check_servable(settings)
+    except ServeError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    errors.print(f"serving {serving} on http://{host}:{port} (workers {settings.workers})", highlight=False, soft_wrap=True)
+    environment = with_host_devices({"BENTOML_DO_NOT_TRACK": "True", **os.environ, **settings.environment()}, settings.devices)
+    command = bentoml_command(host, port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, environment)
