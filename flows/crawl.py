@@ -31,6 +31,7 @@ class CrawlParameters(BaseModel):
         True, description="Spend the Prefect global MAL rate limit (off only for a local simulator)."
     )
     show_progress: bool = Field(False, description="Draw a progress bar on the terminal (interactive runs).")
+    announce: bool = Field(True, description="Emit sprout.crawl.completed (off inside the pipeline, which retrains itself).")
 
 
 @task(cache_policy=NO_CACHE)
@@ -77,7 +78,7 @@ async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
     await ensure_limits(settings.mal_requests_per_second)
     async with duckdb_writer():
         figures = await crawl_profiles(params, run_id)
-    publish_figures(figures, run_id)
+    publish_figures(figures, run_id, announce=params.announce)
     get_run_logger().info("crawl figures: %s", figures)
     return figures
 

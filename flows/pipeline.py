@@ -26,10 +26,11 @@ class PipelineParameters(BaseModel):
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(params: PipelineParameters = PipelineParameters()) -> dict[str, Any]:
     """Crawl, train a candidate on the fresh snapshot, gate it and promote it when it passes."""
-    figures = crawl_flow(params.crawl)
+    # The stages hand over directly: no events, so the triggered deployments stay out of this run.
+    figures = crawl_flow(params.crawl.model_copy(update={"announce": False}))
     if asyncio.iscoroutine(figures):  # an async subflow called from a synchronous flow
         figures = asyncio.run(figures)
-    trained = retrain_flow(params.retrain)
+    trained = retrain_flow(params.retrain.model_copy(update={"announce": False}))
     if trained.get("skipped"):
         return {"crawl": figures, "retrain": trained, "promotion": None}
     gate = params.promotion.model_copy(update={"version": trained["model_version"]})

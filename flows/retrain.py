@@ -34,6 +34,7 @@ class RetrainParameters(BaseModel):
         0, ge=0, description="Skip unless at least this many profiles changed since the last training."
     )
     show_progress: bool = Field(False, description="Draw a progress bar on the terminal (interactive runs).")
+    announce: bool = Field(True, description="Emit sprout.model.trained (off inside the pipeline, which gates itself).")
 
 
 @task(cache_policy=NO_CACHE)
@@ -56,7 +57,7 @@ def build_snapshot_task(config: str, snapshot_date: date | None) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool = False) -> dict:
+def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool = False, announce: bool = True) -> dict:
     settings = Settings()
     with training_progress(show_progress) as progress:
         summary = train_model(settings.home, get_preset(config), snapshot_id, track=track, progress=progress)
@@ -72,6 +73,8 @@ def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool =
         markdown=f"Model `{summary['model_version']}` — W&B run `{summary['wandb_run_id']}` "
         f"(project `sprout`; offline runs sync with `wandb sync {settings.home / 'wandb'}`).",
     )
+    if not announce:
+        return summary
     emit_event(
         event=MODEL_TRAINED,
         resource={"prefect.resource.id": f"sprout.model.{summary['model_version']}", "prefect.resource.name": "sprout model"},
@@ -90,7 +93,7 @@ def retrain_flow(params: RetrainParameters = RetrainParameters()) -> dict:
             print(f"{changed} profiles changed since the last training (< {params.min_changed_profiles}): skipped")
             return {"skipped": True, "changed_profiles": changed}
     snapshot = build_snapshot_task(params.config, params.snapshot_date)
-    summary = train_task(params.config, snapshot["snapshot_id"], params.track, params.show_progress)
+    summary = train_task(params.config, snapshot["snapshot_id"], params.track, params.show_progress, params.announce)
     print(f"model {summary['model_version']}: validation NDCG@100 {summary['validation'].get('val/ndcg@100')}")
     return {"skipped": False, **summary}
 
