@@ -84,12 +84,14 @@ def choose_configuration(snapshot: Snapshot, steps: int, eval_every: int, folder
     """(name, steps, rating weight) with the best validation NDCG@100: validation users only."""
     validation = held_out_users(snapshot, "validation")
     best = (-math.inf, "", 0, 1.0)
+    trained = {}
     table = Table(title=f"configuration search: validation users of snapshot {snapshot.snapshot_id[:12]}")
     for column in ("candidate", "best step", "val NDCG@100 (w=1.0)", "val NDCG@100 (w=0.3)", "s"):
         table.add_column(column)
     for name in CANDIDATES:
         began = time.perf_counter()
         result = train_candidate(snapshot, name, steps, eval_every, folder)
+        trained[name] = result
         by_step = [(h["val/ndcg@100"], h["step"]) for h in result.history if "val/ndcg@100" in h]
         best_ndcg, best_step = max(by_step)
         # The loop scores validation with presence alone; the serving weight is compared at the end state.
@@ -99,7 +101,9 @@ def choose_configuration(snapshot: Snapshot, steps: int, eval_every: int, folder
         if best_ndcg > best[0]:
             best = (best_ndcg, name, best_step, weight)
     console.print(table)
-    return best[1], best[2], best[3]
+    # The run that ended at the chosen step can be reused for this snapshot's test users.
+    reusable = trained[best[1]] if best[2] == steps else None
+    return best[1], best[2], best[3], reusable
 
 
 def mean_se(values: list[float]) -> str:
@@ -133,7 +137,7 @@ def main(
             f"anime-5k: corpus {first.corpus_size} shows, splits "
             + ", ".join(f"{k} {v.users}" for k, v in first.splits.items())
         )
-        name, best_step, weight = choose_configuration(snapshots[0], steps, eval_every, home / "runs", console)
+        name, best_step, weight, reusable = choose_configuration(snapshots[0], steps, eval_every, home / "runs", console)
         console.print(f"chosen on validation: {name}, {best_step} steps, rating weight {weight}")
 
         rows: dict[str, dict[str, list[float]]] = {}
@@ -143,7 +147,10 @@ def main(
             for evaluator in standard_baselines(snapshot.split("train"), validation):
                 for key, value in evaluator.evaluate(test).items():
                     rows.setdefault(evaluator.name, {}).setdefault(key, []).append(value)
-            result = train_candidate(snapshot, name, best_step, best_step, home / "runs")
+            if snapshot is snapshots[0] and reusable is not None:
+                result = reusable
+            else:
+                result = train_candidate(snapshot, name, best_step, best_step, home / "runs")
             metrics = ModelEvaluator(result.model, rating_weight=weight, latency_runs=1).evaluate(test)
             for key, value in metrics.items():
                 rows.setdefault(f"model ({name})", {}).setdefault(key, []).append(value)

@@ -3,7 +3,8 @@
 The command checks that there is a model to serve, then becomes ``bentoml serve`` (``exec``:
 one process tree, and SIGINT/SIGTERM reach BentoML's own shutdown directly). Settings travel to
 the service's worker processes as environment variables (`ServeSettings`), so a container can
-set the same variables without this command. BentoML is imported only in the service process.
+set the same variables without this command. Nothing here imports BentoML (or `bentos`) until
+the command runs, so the library stays importable without it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def with_host_devices(environment: dict[str, str], devices: int | None) -> dict[
     return {**environment, "XLA_FLAGS": " ".join(flags)}
 
 
+def _variable(field: str) -> str:
+    """The environment variable behind a `ServeSettings` field."""
+    return "SPROUT_MODEL_STORE" if field in ("store_dir", "SPROUT_MODEL_STORE") else f"SPROUT_SERVE_{field.upper()}"
+
+
 class ServeError(RuntimeError):
     """Nothing can be served with these settings; the message says why."""
 
@@ -95,7 +101,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind. Keep loopback; 0.0.0.0 only inside a container.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     version: Annotated[str | None, typer.Option(help="Serve this registered version and never swap; default: follow the champion.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads and warms its own engine).")] = 1,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes, each loading and warming its own engine [default: 1].")] = None,
     store_dir: Annotated[Path | None, typer.Option(help="BentoML model store folder; default $BENTOML_HOME/models.", file_okay=False)] = None,
     devices: Annotated[int | None, typer.Option(min=1, help="CPU devices to shard explanations over.")] = None,
 ) -> None:
@@ -107,7 +113,8 @@ def serve(
     try:  # options given on the command line win over SPROUT_SERVE_* variables
         settings = ServeSettings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as error:
-        errors.print(f"[bold red]error:[/] invalid serve setting: {error}", highlight=False, soft_wrap=True)
+        problems = "; ".join(f"{_variable(str(e['loc'][0]))}: {e['msg']}" for e in error.errors())
+        errors.print(f"[bold red]error:[/] invalid serve setting: {problems}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         serving = check_servable(settings)

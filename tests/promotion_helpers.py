@@ -43,7 +43,13 @@ def make_trained_home(folder: Path) -> TrainedHome:
     return TrainedHome(folder, (versions[0], versions[1]), version)
 
 
-def copy_home(source: TrainedHome, target: Path) -> TrainedHome:
-    """A private copy (tests that promote must not share a registry or history)."""
+def private_home(source: TrainedHome, folder: Path, monkeypatch) -> TrainedHome:
+    """A private copy of ``source`` under ``folder``, with the environment pointing at it and at
+    an empty model store (tests that promote must not share a registry or history)."""
+    target = folder / "home"
     shutil.copytree(source.home, target, dirs_exist_ok=True)
+    monkeypatch.setenv("SPROUT_HOME", str(target))
+    monkeypatch.setenv("SPROUT_MODEL_STORE", str(folder / "model-store"))
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "True")
+    monkeypatch.setenv("WANDB_MODE", "offline")
     return TrainedHome(target, source.trained, source.random)

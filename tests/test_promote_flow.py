@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promotion_helpers import copy_home, make_trained_home
+from promotion_helpers import make_trained_home, private_home
 from sprout.evaluation.gate import GateRules
 from sprout.store import Store
 from wandb_reader import read_offline_run
@@ -23,12 +23,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def home(trained, tmp_path, monkeypatch):
-    copied = copy_home(trained, tmp_path / "home")
-    monkeypatch.setenv("SPROUT_HOME", str(copied.home))
-    monkeypatch.setenv("SPROUT_MODEL_STORE", str(tmp_path / "model-store"))
-    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "True")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    return copied
+    return private_home(trained, tmp_path, monkeypatch)
 
 
 def registry(home):

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from promotion_helpers import copy_home, make_trained_home
+from promotion_helpers import make_trained_home, private_home
 from sprout.cli import app
 from sprout.store import Store
 
@@ -21,12 +21,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def home(trained, tmp_path, monkeypatch):
-    copied = copy_home(trained, tmp_path / "home")
-    monkeypatch.setenv("SPROUT_HOME", str(copied.home))
-    monkeypatch.setenv("SPROUT_MODEL_STORE", str(tmp_path / "model-store"))
-    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "True")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    return copied
+    return private_home(trained, tmp_path, monkeypatch)
 
 
 def run(*args: str, code: int = 0) -> str:

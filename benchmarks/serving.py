@@ -1,0 +1,307 @@
+"""Serving latency and throughput over HTTP at the default model size (55.5M parameters).
+
+Setup (not timed): a synthetic population → DuckDB → snapshot (6,000-show corpus) → a
+random-weight default-size model, registered and promoted in a temporary model store, served by
+`sprout serve` on 127.0.0.1. A 300-entry profile is sent to /recommend and /explain.
+
+Measured in the same run:
+- /recommend and /explain p50/p99 over HTTP, one client at a time;
+- /recommend throughput and p50/p99 with 8 concurrent clients;
+- XLA compilations after warm-up (the ``X-Sprout-Compilations`` header of GET /model);
+- a naive engine written here, in-process (no HTTP): the dense ``[1, 2C]`` input (12,000 wide)
+  and one full forward pass per question — per request, and per held-out entry for explanations —
+  with the same profile rules and ranking;
+- the engine in-process, and its explanations with 1 and 2 CPU devices (a child process with
+  ``--xla_force_host_platform_device_count=2``).
+
+Goals: /recommend p50 <= 15 ms; /explain p50 <= 150 ms and >= 2.5x faster than naive.
+
+    uv run python benchmarks/serving.py [--requests 200] [--explains 30] [--users 3000]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import typer
+
+HERE = Path(__file__).resolve()
+PROFILE_LENGTH = 300
+DATASET_HASH = "be" * 32
+
+
+def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> tuple[Path, str, Path]:
+    """A model store with one promoted default-size model on a 6,000-show synthetic corpus.
+
+    Returns (store folder, version, artifact folder in the store).
+    """
+    from flax import nnx
+
+    from bentos.registry import ModelRegistry
+    from sprout.dataset.snapshot import load_snapshot
+    from sprout.dataset.synthetic import load_population
+    from sprout.malsim.population import Population
+    from sprout.model.autoencoder import Autoencoder
+    from sprout.model.config import ModelConfig
+    from sprout.presets import get_preset
+    from sprout.store import Store
+    from sprout.training.artifact import write_model_artifact
+    from sprout.training.run import build_dataset
+
+    population = Population.synthetic(users, seed=seed, n_anime=7000)
+    with Store.open(home / "sprout.duckdb") as store:
+        load_population(store, population, population.now)
+    build_dataset(home, home / "sprout.duckdb", get_preset("default"), population.now.date())
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    model = Autoencoder(ModelConfig(corpus_size=len(snapshot.corpus.anime_ids)), nnx.Rngs(seed))
+    _, folder = write_model_artifact(home / "models", model, snapshot, {"metrics": {}})
+    registry = ModelRegistry(home / "bentoml" / "models")
+    version = registry.register(folder, dataset_hash=DATASET_HASH, wandb_run_id=None, metrics={})
+    registry.promote(version, "benchmark")
+    return registry.store_dir, version, registry.artifact_path(version)
+
+
+def benchmark_profile(corpus_ids: np.ndarray, length: int = PROFILE_LENGTH, seed: int = 1) -> list[dict]:
+    """``length`` entries, popular shows more likely, 80% rated, a few dropped."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, len(corpus_ids) + 1) ** 0.8
+    shows = rng.choice(len(corpus_ids), size=length, replace=False, p=weights / weights.sum())
+    statuses = rng.choice(["completed", "watching", "dropped"], size=length, p=[0.85, 0.1, 0.05])
+    return [
+        {"anime_id": int(corpus_ids[s]), "score": int(rng.integers(1, 11)) if rng.random() < 0.8 else 0, "status": str(st)}
+        for s, st in zip(shows, statuses, strict=True)
+    ]
+
+
+def percentiles(samples_s: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds."""
+    values = np.asarray(samples_s) * 1000
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def time_calls(call, n: int, warm: int = 3) -> list[float]:
+    for _ in range(warm):
+        call()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def concurrent_load(url: str, body: dict, clients: int, seconds: float) -> tuple[int, int, list[float], float]:
+    """(requests answered 200, other outcomes, latencies, elapsed s) of ``clients`` threads."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def loop() -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                try:
+                    ok = http.post("/recommend", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with lock:
+                    if ok:
+                        latencies.append(time.perf_counter() - started)
+                    else:
+                        errors[0] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(latencies), errors[0], latencies, time.monotonic() - started
+
+
+class NaiveEngine:
+    """The original serving path: the dense ``[1, 2C]`` input through the whole network for
+    every question, one held-out entry at a time. Profile rules and ranking are the engine's."""
+
+    def __init__(self, artifact: Path):
+        import jax
+        from flax import nnx
+
+        from sprout.dataset.corpus import Corpus
+        from sprout.training.artifact import CORPUS_FILE, read_model_artifact
+
+        model, _ = read_model_artifact(artifact)
+        self.corpus = Corpus.from_json((artifact / CORPUS_FILE).read_text())
+        self.size = len(self.corpus)
+        self.popularity = self.corpus.counts / self.corpus.counts.sum()
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def forward(state, x):  # x [1, 2C] -> log presence [1, C], ratings [1, C]
+            logits, ratings = nnx.merge(graphdef, state).forward_dense(x)
+            return jax.nn.log_softmax(logits, axis=-1), ratings
+
+        self._forward = lambda x: tuple(np.asarray(a)[0] for a in forward(state, x))
+
+    def _scores(self, log_presence, ratings, request, columns=slice(None)):
+        from sprout.inference.ranking import log_scores
+
+        popularity = self.popularity[columns]
+        return log_scores(log_presence[columns], ratings[columns], request.rating_weight, popularity, request.niche_boost)
+
+    def _dense(self, profile) -> np.ndarray:
+        x = np.zeros((1, 2 * self.size), np.float32)  # [1, 2C]
+        x[0, profile.items] = 1.0
+        x[0, self.size + profile.items] = profile.values
+        return x
+
+    def _ranked(self, request, profile, x, count):
+        from sprout.inference.ranking import top_candidates
+
+        log_presence, ratings = self._forward(x)
+        scores = self._scores(log_presence, ratings, request)  # [C]
+        allowed = np.ones(self.size, bool)
+        allowed[profile.listed] = False
+        return scores, top_candidates(scores, allowed, count)
+
+    def recommend(self, request) -> list[int]:
+        from sprout.inference.profile import prepare_profile
+
+        profile = prepare_profile(request.profile, self.corpus)
+        _, shows = self._ranked(request, profile, self._dense(profile), request.top_k)
+        return self.corpus.anime_ids[shows].tolist()
+
+    def explain(self, request) -> dict:
+        from sprout.dataset.features import denormalise
+        from sprout.inference import explanations
+        from sprout.inference.profile import prepare_profile
+
+        profile = prepare_profile(request.profile, self.corpus)
+        x = self._dense(profile)
+        scores, shows = self._ranked(request, profile, x, max(request.top_k, explanations.IMPACT_CANDIDATES))
+        held = np.empty((profile.length, len(shows)))  # [n, K]
+        own = np.empty(profile.length)  # [n]
+        for j, item in enumerate(profile.items):
+            x_held = x.copy()
+            x_held[0, [item, self.size + item]] = 0.0
+            log_presence, ratings = self._forward(x_held)
+            held[j] = self._scores(log_presence, ratings, request, shows)
+            own[j] = ratings[item]
+        drops = explanations.score_drops(np.exp(scores[shows]), np.exp(held))
+        impacts = explanations.entry_impacts(drops)
+        predicted = denormalise(own, profile.mu, profile.sigma)
+        return {
+            "contributors": explanations.top_contributors(drops[:, : request.top_k]),
+            "impactful": explanations.most_impactful(impacts).tolist(),
+            "surprising": explanations.most_surprising(profile.scores.astype(float), predicted, profile.scores > 0).tolist(),
+        }
+
+
+def engine_explain_p50(artifact: Path, body: dict, explains: int, devices: int) -> float:
+    """p50 of the engine's /explain work in this process (ms), on ``devices`` devices."""
+    from sprout.inference.engine import Recommender
+    from sprout.inference.requests import ExplainRequest
+
+    engine = Recommender.load(artifact, devices=devices)
+    request = ExplainRequest(**body)
+    return percentiles(time_calls(lambda: engine.explain(request), explains))[0]
+
+
+def naive_p50s(artifact: Path, recommend_body: dict, explain_body: dict, explains: int) -> tuple[float, float]:
+    """p50 of the naive engine's /recommend and /explain work in this process (ms)."""
+    from sprout.inference.requests import ExplainRequest, RecommendRequest
+
+    naive = NaiveEngine(artifact)
+    recommend_request, explain_request = RecommendRequest(**recommend_body), ExplainRequest(**explain_body)
+    recommend = percentiles(time_calls(lambda: naive.recommend(recommend_request), 30))[0]
+    explain = percentiles(time_calls(lambda: naive.explain(explain_request), explains, warm=1))[0]
+    return recommend, explain
+
+
+def probe_sharding(artifact: Path, body_json: str, explains: int) -> None:
+    """Child process: explanation p50 with 1 and 2 devices, printed as JSON."""
+    body = json.loads(body_json)
+    print(json.dumps({devices: engine_explain_p50(artifact, body, explains, devices) for devices in (1, 2)}))
+
+
+def main(
+    requests: int = typer.Option(200, min=10, help="Timed /recommend calls."),
+    explains: int = typer.Option(30, min=3, help="Timed /explain calls."),
+    naive_explains: int = typer.Option(5, min=1, help="Timed naive explanations (each runs ~300 passes)."),
+    users: int = typer.Option(3000, min=500, help="Synthetic users behind the corpus."),
+    load_s: float = typer.Option(15.0, min=1, help="Seconds of the 8-client throughput run."),
+    probe: Path | None = typer.Option(None, hidden=True),
+    probe_body: str = typer.Option("", hidden=True),
+) -> None:
+    if probe is not None:
+        probe_sharding(probe, probe_body, explains)
+        return
+    from bentos.local_server import LocalServer
+
+    home = Path(tempfile.mkdtemp(prefix="sprout-serving-bench-"))
+    store_dir, version, artifact = default_model_store(home, users)
+    corpus_ids = np.asarray(json.loads((artifact / "corpus.json").read_text())["anime_ids"])
+    profile = benchmark_profile(corpus_ids)
+    recommend_body = {"profile": profile, "top_k": 50, "hide_unwatched_sequels": False}
+    explain_body = {"profile": profile, "top_k": 20, "hide_unwatched_sequels": False}
+    rows: list[tuple[str, str, str]] = []
+
+    started = time.perf_counter()
+    with LocalServer(store_dir, home / "serve.log", ready_timeout_s=1200) as server:
+        rows.append(("server start to ready (load + warm-up)", f"{time.perf_counter() - started:.1f} s", ""))
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            def post(path: str, body: dict) -> None:
+                response = http.post(path, json=body)
+                response.raise_for_status()
+
+            recommend = percentiles(time_calls(lambda: post("/recommend", recommend_body), requests))
+            explain = percentiles(time_calls(lambda: post("/explain", explain_body), explains))
+            answered, failed, latencies, elapsed = concurrent_load(server.url, recommend_body, 8, load_s)
+            loaded = percentiles(latencies)
+            compilations = http.get("/model").headers["X-Sprout-Compilations"]
+    rows += [
+        ("HTTP /recommend p50 / p99 (1 client)", f"{recommend[0]:.1f} / {recommend[1]:.1f} ms", "goal p50 <= 15 ms"),
+        ("HTTP /explain p50 / p99 (1 client)", f"{explain[0]:.1f} / {explain[1]:.1f} ms", "goal p50 <= 150 ms"),
+        ("HTTP /recommend, 8 clients", f"{answered / elapsed:.1f} req/s, p50 {loaded[0]:.1f} / p99 {loaded[1]:.1f} ms",
+         f"{answered} answered, {failed} failed"),
+        ("XLA compilations after warm-up", compilations, "goal 0"),
+    ]
+
+    naive_recommend, naive_explain = naive_p50s(artifact, recommend_body, explain_body, naive_explains)
+    engine = engine_explain_p50(artifact, explain_body, explains, devices=1)
+    rows += [
+        ("naive /recommend work p50 (in-process)", f"{naive_recommend:.1f} ms", "dense 12,000-wide input"),
+        ("naive /explain work p50 (in-process)", f"{naive_explain:.1f} ms", f"{PROFILE_LENGTH} full passes"),
+        ("engine /explain work p50 (in-process)", f"{engine:.1f} ms", f"{naive_explain / engine:.1f}x faster than naive"),
+        ("HTTP /explain vs naive in-process", f"{naive_explain / explain[0]:.1f}x faster", "goal >= 2.5x"),
+    ]
+
+    environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    child = subprocess.run(
+        [sys.executable, str(HERE), "--probe", str(artifact), "--probe-body", json.dumps(explain_body), "--explains", str(explains)],
+        env=environment, capture_output=True, text=True, check=True,
+    )
+    sharded = {int(k): v for k, v in json.loads(child.stdout.strip().splitlines()[-1]).items()}
+    rows.append(("engine /explain p50, 1 vs 2 CPU devices", f"{sharded[1]:.1f} vs {sharded[2]:.1f} ms",
+                 f"{os.cpu_count()} cores; 2 devices {sharded[1] / sharded[2]:.2f}x"))
+
+    width = max(len(name) for name, _, _ in rows)
+    print(f"\nServing benchmark: default model (55.5M parameters), corpus {len(corpus_ids)}, "
+          f"{PROFILE_LENGTH}-entry profile, version {version}")
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:<38} {note}")
+    print(f"  all figures from this run on this machine ({os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    typer.run(main)

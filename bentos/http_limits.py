@@ -1,0 +1,126 @@
+"""What the HTTP layer refuses before BentoML parses a request, and how client errors are logged.
+
+BentoML has no body-size setting (``http.max_request_size`` is ignored), answers a
+``multipart/form-data`` request without a boundary with a 500, and logs every 400 with a full
+traceback. `RequestGuard` answers 413 for bodies over the limit (declared or counted, chunked
+too) and 415 for any body that is not JSON; `quiet_client_errors` turns the tracebacks of client
+mistakes into one-line log records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from bentoml.exceptions import BentoMLException
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: a 5,000-entry profile is about 300 KB of JSON
+JSON_MEDIA_TYPES = frozenset({"application/json"})
+BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
+
+
+class RequestTooLarge(BentoMLException):
+    """A body that grew past the limit while it was read; BentoML answers its ``error_code``."""
+
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+def _media_type(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.decode("latin-1").split(";")[0].strip().lower()
+    return None
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)  # the HTTP server has already rejected malformed lengths
+    return None
+
+
+class RequestGuard:
+    """ASGI middleware: 415 for a body that is not JSON, 413 for one over ``max_bytes``.
+
+    A declared ``Content-Length`` over the limit is answered at once; otherwise the bytes are
+    counted as the app reads them, and reading past the limit raises `RequestTooLarge` inside
+    the API handler, which BentoML turns into a 413.
+    """
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        media_type = _media_type(headers)
+        if media_type is not None and media_type not in JSON_MEDIA_TYPES:
+            await _reply(send, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported content type {media_type!r}; send application/json")
+            return
+        declared = _content_length(headers)
+        if declared is not None and declared > self.max_bytes:
+            await _reply(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large())
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_bytes:,} bytes"
+
+    def _counting(self, receive: Any) -> Any:
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestTooLarge(self._too_large())
+            return message
+
+        return counted
+
+
+async def _reply(send: Any, status: HTTPStatus, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": int(status),
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_client_error(error: BaseException | None) -> bool:
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return True
+    return isinstance(error, BentoMLException) and 400 <= int(error.error_code) < 500
+
+
+class ClientErrorFilter(logging.Filter):
+    """Logs a client mistake (400, 413...) as one INFO line instead of an ERROR traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if _is_client_error(error):
+            record.msg = f"{record.getMessage()}: client error: {type(error).__name__}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install `ClientErrorFilter` on BentoML's HTTP logger (once per process)."""
+    logger = logging.getLogger(BENTOML_HTTP_LOGGER)
+    if not any(isinstance(existing, ClientErrorFilter) for existing in logger.filters):
+        logger.addFilter(ClientErrorFilter())
