@@ -25,5 +25,5 @@ def prefect_server():
     """A real temporary Prefect API (SQLite) for flow tests, started once."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=240):
         yield
