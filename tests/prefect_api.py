@@ -61,3 +61,17 @@ class PrefectServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def drain_prefect_workers(timeout_s: float = 30.0) -> None:
+    """Send the events and logs this process queued while the server is still up.
+
+    In-process flows pointed at this server start event and log workers bound to its URL; left
+    behind, they would keep retrying a stopped server (and the session's test harness drains
+    every worker when it stops, which would then never return).
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all(timeout=timeout_s)
+    APILogWorker.drain_all(timeout=timeout_s)

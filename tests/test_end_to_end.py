@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bentos.local_server import LocalServer
-from prefect_api import PrefectServer
+from prefect_api import PrefectServer, drain_prefect_workers
 from sprout.malsim.population import Population
 from sprout.malsim.server import SimulatorServer
 from sprout.store import Store, StoreError
@@ -42,7 +42,10 @@ def platform(tmp_path, monkeypatch):
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        yield population, simulator, prefect, tmp_path
+        try:
+            yield population, simulator, prefect, tmp_path
+        finally:
+            drain_prefect_workers()
 
 
 @pytest.mark.timeout(900)
