@@ -80,3 +80,17 @@ def test_unknown_versions_get_a_clear_error(home):
     assert result.exit_code == 1 and "no-such-version" in result.output
     result = CliRunner().invoke(app, ["models", "promote", "no-such-version", "--force"])
     assert result.exit_code == 1 and "no-such-version" in result.output
+
+
+def test_status_summarises_store_champion_gate_and_schedules(home, monkeypatch):
+    first = home.trained[0]
+    run("models", "promote", first, "--json", *LATENCY)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    status = json.loads(run("status", "--json"))
+    assert status["store"]["users"] > 0 and status["store"]["list_entries"] > 0
+    assert status["champion"]["version"] == first and status["champion"]["metrics"]["ndcg@100"] > 0
+    assert status["last_gate"]["version"] == first and status["last_gate"]["promote"] is True
+    assert "PREFECT_API_URL is not set" in status["scheduled"]
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on port 9
+    assert "did not answer" in json.loads(run("status", "--json"))["scheduled"]
+    assert first in run("status")
