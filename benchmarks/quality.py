@@ -83,13 +83,15 @@ def train_candidate(snapshot: Snapshot, name: str, steps: int, eval_every: int, 
     return train(snapshot, model_config, train_config, folder / f"{name}-{snapshot.snapshot_id}-{steps}")
 
 
-def choose_configuration(snapshot: Snapshot, steps: int, eval_every: int, folder: Path, console: Console):
+def choose_configuration(
+    snapshot: Snapshot, names: list[str], steps: int, eval_every: int, folder: Path, console: Console
+):
     """(candidate, steps) with the best validation NDCG@100 during training: validation users only."""
     best = (-math.inf, "", 0)
     table = Table(title=f"configuration search: validation users of snapshot {snapshot.snapshot_id[:12]}")
     for column in ("candidate", "best step", "val NDCG@100 at best step", "val NDCG@100 at the last step", "s"):
         table.add_column(column)
-    for name in CANDIDATES:
+    for name in names:
         began = time.perf_counter()
         result = train_candidate(snapshot, name, steps, eval_every, folder)
         by_step = [(h["val/ndcg@100"], h["step"]) for h in result.history if "val/ndcg@100" in h]
@@ -127,10 +129,10 @@ def main(
     if not (data / "anime_history.dat").is_file():
         raise typer.BadParameter(f"no anime-5k data at {data}")
     seed_list = [int(s) for s in seeds.split(",")]
-    for name in [c for c in candidates.split(",") if c not in CANDIDATES]:
-        raise typer.BadParameter(f"unknown candidate {name!r}")
-    for name in [c for c in CANDIDATES if c not in candidates.split(",")]:
-        CANDIDATES.pop(name)
+    names = candidates.split(",")
+    unknown = [name for name in names if name not in CANDIDATES]
+    if unknown:
+        raise typer.BadParameter(f"unknown candidate {unknown[0]!r}; choose from {', '.join(CANDIDATES)}")
 
     with tempfile.TemporaryDirectory(prefix="sprout-quality-") as scratch:
         home = Path(scratch)
@@ -140,7 +142,7 @@ def main(
             f"anime-5k: corpus {first.corpus_size} shows, splits "
             + ", ".join(f"{k} {v.users}" for k, v in first.splits.items())
         )
-        name, best_step = choose_configuration(snapshots[0], steps, eval_every, home / "runs", console)
+        name, best_step = choose_configuration(snapshots[0], names, steps, eval_every, home / "runs", console)
         first_model = train_candidate(snapshots[0], name, best_step, best_step, home / "runs").model
         weight = choose_rating_weight(first_model, snapshots[0], console)
         console.print(f"chosen on validation: {name}, {best_step} steps, rating weight {weight}")

@@ -68,9 +68,8 @@ def publish_figures(figures: dict, run_id: str, *, announce: bool = True) -> Non
     )
 
 
-@flow(name="crawl", log_prints=True)
-async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
-    """Crawl MAL (or the simulator) into DuckDB, holding the single-writer limit."""
+async def crawl_and_publish(params: CrawlParameters) -> dict:
+    """The body both crawl flows share: limits, the writer slot, the crawl, its artifact/event."""
     settings = Settings()
     if settings.client_id() is None:
         raise ValueError("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id")
@@ -83,19 +82,18 @@ async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
     return figures
 
 
+@flow(name="crawl", log_prints=True)
+async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
+    """Crawl MAL (or the simulator) into DuckDB, holding the single-writer limit."""
+    return await crawl_and_publish(params)
+
+
 @flow(name="refresh-anime", log_prints=True)
 async def refresh_anime_flow() -> dict:
     """Refresh anime metadata (titles, genres, relations) older than 30 days; crawls no profiles."""
-    settings = Settings()
-    if settings.client_id() is None:
-        raise ValueError("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id")
-    run_id = str(runtime.flow_run.id or "local")
-    await ensure_limits(settings.mal_requests_per_second)
-    params = CrawlParameters(usernames=[], discover_online=False, refresh_anime=True)
-    async with duckdb_writer():
-        figures = await crawl_profiles(params, run_id)
-    publish_figures(figures, run_id, announce=False)
-    return figures
+    return await crawl_and_publish(
+        CrawlParameters(usernames=[], discover_online=False, refresh_anime=True, announce=False)
+    )
 
 
 if __name__ == "__main__":

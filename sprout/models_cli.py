@@ -6,12 +6,13 @@ The registry lives in the BentoML model store, so these commands import it only 
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from sprout.evaluation.report import json_ready
 
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 console = Console()
@@ -23,17 +24,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
-
-
-def _json_ready(value: Any) -> Any:
-    """NaN and infinity become null so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
 
 
 def _settings_and_registry():
@@ -90,7 +80,7 @@ def evaluate(
     settings, registry = _settings_and_registry()
     result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms))
     if as_json:
-        print(json.dumps(_json_ready(result), default=str))
+        print(json.dumps(json_ready(result), default=str))
     else:
         _print_comparison(result)
 
@@ -108,7 +98,7 @@ def list_models(as_json: AsJson = False) -> None:
         for r in registry.list()
     ]
     if as_json:
-        print(json.dumps(_json_ready(records)))
+        print(json.dumps(json_ready(records)))
         return
     table = Table(title=f"models in {registry.store_dir}")
     for column in ("version", "stage", "promoted at", "NDCG@100", "rating MAE", "dataset"):

@@ -5,6 +5,7 @@ the new model's gate decision is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -90,11 +91,7 @@ def test_the_whole_loop(platform):
             changes = population.advance(30)
             assert changes["added"] + changes["changed"] > 0
             with temporary_settings({PREFECT_API_URL: prefect.api_url}):
-                figures = crawl_flow(crawl_params)  # the seed list again: every user, due or not
-                if hasattr(figures, "__await__"):
-                    import asyncio
-
-                    figures = asyncio.run(figures)
+                figures = asyncio.run(crawl_flow(crawl_params))  # the seed list again: every user, due or not
             assert figures["profiles_changed"] > 0 and figures["entries_added"] + figures["entries_changed"] > 0
 
             deadline = time.monotonic() + 420

@@ -14,9 +14,14 @@ from sprout.evaluation.evaluator import METRIC_NAMES
 REPORTED = METRIC_NAMES + ("finite", "forward_latency_ms")
 
 
-def _plain(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, in nested dicts and lists too (strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
     return value
 
 
@@ -27,7 +32,7 @@ def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         methods.append((f"champion {result['champion_version']}", result["champion"]))
     methods.extend(result["baselines"].items())
     return [
-        {"method": name, **{metric: _plain(metrics.get(metric, math.nan)) for metric in REPORTED}}
+        {"method": name, **{metric: json_ready(metrics.get(metric, math.nan)) for metric in REPORTED}}
         for name, metrics in methods
     ]
 
@@ -63,7 +68,7 @@ def wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
         methods["champion"] = result["champion"]
     for name, metrics in methods.items():
         for metric in REPORTED:
-            value = _plain(metrics.get(metric, math.nan))
+            value = json_ready(metrics.get(metric, math.nan))
             if value is not None:
                 summary[f"eval/{name}/{metric}"] = value
     return summary
