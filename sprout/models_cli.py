@@ -58,15 +58,21 @@ def _evaluate(version: str, settings, registry, rules) -> dict[str, Any]:
         raise _fail(str(error)) from None
 
 
-def _rules(ndcg_margin: float, max_mae_regression: float, max_latency_ms: float):
+def _rules(ndcg_margin: float, max_mae_regression: float, max_latency_ms: float, ease_tolerance: float):
     from sprout.evaluation.gate import GateRules
 
-    return GateRules(ndcg_margin=ndcg_margin, max_mae_regression=max_mae_regression, max_forward_latency_ms=max_latency_ms)
+    return GateRules(
+        ndcg_margin=ndcg_margin, max_mae_regression=max_mae_regression, max_forward_latency_ms=max_latency_ms,
+        ease_tolerance=ease_tolerance,
+    )
 
 
 NdcgMargin = Annotated[float, typer.Option(help="Challenger NDCG@100 must beat the champion's by this.")]
 MaeRegression = Annotated[float, typer.Option(help="Largest allowed rating-MAE regression (1–10 scale).")]
 LatencyBudget = Annotated[float, typer.Option(help="Forward-pass latency budget in ms.")]
+EaseTolerance = Annotated[
+    float, typer.Option(help="How far the challenger's NDCG@100 may fall below EASE's on the same test users.")
+]
 
 
 def evaluate(
@@ -74,11 +80,12 @@ def evaluate(
     ndcg_margin: NdcgMargin = 0.0,
     max_mae_regression: MaeRegression = 0.05,
     max_latency_ms: LatencyBudget = 50.0,
+    ease_tolerance: EaseTolerance = 0.0,
     as_json: AsJson = False,
 ) -> None:
     """Score a model, the champion and the baselines on the same test users; print the gate decision."""
     settings, registry = _settings_and_registry()
-    result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms))
+    result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance))
     if as_json:
         print(json.dumps(json_ready(result), default=str))
     else:
@@ -120,6 +127,7 @@ def promote(
     ndcg_margin: NdcgMargin = 0.0,
     max_mae_regression: MaeRegression = 0.05,
     max_latency_ms: LatencyBudget = 50.0,
+    ease_tolerance: EaseTolerance = 0.0,
     as_json: AsJson = False,
 ) -> None:
     """Promote a version: the gate runs first unless --force; a failed check refuses."""
@@ -129,7 +137,7 @@ def promote(
     settings, registry = _settings_and_registry()
     metrics: dict[str, Any] = {}
     if not force:
-        result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms))
+        result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance))
         if not result["decision"]["promote"]:
             raise _fail(f"the gate refused {version}: " + "; ".join(result["decision"]["reasons"]))
         metrics = result["challenger"]

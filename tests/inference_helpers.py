@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -87,6 +88,16 @@ def _lists(n_users: int, seed: int) -> list[UserListWrite]:
     return writes
 
 
+def give_item_item_path(model: Autoencoder, seed: int) -> None:
+    """Random zero-diagonal B and a blend where both presence paths matter."""
+    size = model.config.corpus_size
+    weights = np.random.default_rng(seed).normal(0.0, 0.3, (size, size)).astype(np.float32)
+    np.fill_diagonal(weights, 0.0)
+    model.item_item.value = jnp.asarray(weights)
+    model.presence_scale.value = jnp.asarray(0.7, jnp.float32)
+    model.linear_scale.value = jnp.asarray(2.0, jnp.float32)
+
+
 def build_artifacts(home: Path, *, seeds: tuple[int, ...] = (0,), n_users: int = 60) -> list[Path]:
     """Write a store, a snapshot and one random-weight model per seed under ``home``; returns the
     model folders (same snapshot and corpus, different weights)."""
@@ -96,10 +107,11 @@ def build_artifacts(home: Path, *, seeds: tuple[int, ...] = (0,), n_users: int =
         config = DatasetConfig.tiny(corpus_size=N_SHOWS, min_counted_entries=5, n_validation_users=0, n_test_users=0)
         manifest = build_snapshot(store, home / "snapshots", config, SNAPSHOT_DATE)
     snapshot = load_snapshot(home / "snapshots" / manifest.snapshot_id)
-    model_config = ModelConfig.tiny(corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16)
+    model_config = ModelConfig.tiny(corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16, item_item=True)
     folders = []
     for seed in seeds:
         model = Autoencoder(model_config, nnx.Rngs(seed))
+        give_item_item_path(model, seed)
         metadata = {"metrics": {"ndcg@100": 0.25 + seed}}
         folders.append(write_model_artifact(home / "models", model, snapshot, metadata)[1])
     return folders

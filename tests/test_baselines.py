@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sprout.dataset.features import normalised_values
+from sprout.dataset.gram import gram_matrix
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.baselines import (
     EaseEvaluator,
@@ -18,7 +19,6 @@ from sprout.evaluation.baselines import (
     UserMeanEvaluator,
     ease_weights,
     global_mean_score,
-    gram_matrix,
     standard_baselines,
     tune_ease_lambda,
 )

@@ -14,7 +14,8 @@ from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import METRIC_NAMES, exclude_fold_in, ranking_metrics, rating_metrics
 from sprout.evaluation.held_out import held_out_users_from_splits
 from sprout.evaluation.metrics import coverage_at_k, mean_popularity_at_k, ndcg_at_k, rating_errors, recall_at_k
-from sprout.evaluation.model_scores import ModelEvaluator, log_ranking_score, model_scores
+from sprout.evaluation.model_scores import ModelEvaluator, model_scores
+from sprout.model.ranking_score import log_ranking_score
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
 

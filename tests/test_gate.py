@@ -25,7 +25,7 @@ from sprout.training.artifact import METADATA_FILE, write_model_artifact
 from sprout.training.run import build_dataset, resolve_snapshot
 
 TINY = get_preset("tiny")
-BASELINES = {"popularity": {"ndcg@100": 0.20, "rating_mae": math.nan}, "ease": {"ndcg@100": 0.35}}
+BASELINES = {"popularity": {"ndcg@100": 0.20, "rating_mae": math.nan}, "ease": {"ndcg@100": 0.25}}
 CHAMPION = {"ndcg@100": 0.30, "rating_mae": 1.20, "finite": 1.0, "forward_latency_ms": 3.0}
 
 
@@ -42,12 +42,12 @@ def test_better_challenger_is_promoted_with_every_number_recorded():
     assert decision.promote and failed(decision) == set()
     record = decision.as_dict()
     assert {c["name"] for c in record["checks"]} == {
-        "finite_outputs", "forward_latency_ms", "ndcg@100_over_popularity", "ndcg@100_vs_champion",
-        "rating_mae_vs_champion",
+        "finite_outputs", "forward_latency_ms", "ndcg@100_over_popularity", "ndcg@100_vs_ease",
+        "ndcg@100_vs_champion", "rating_mae_vs_champion",
     }
     versus = next(c for c in record["checks"] if c["name"] == "ndcg@100_vs_champion")
     assert versus["value"] == 0.32 and versus["threshold"] == 0.30
-    assert record["champion"] == CHAMPION and record["baselines"]["ease"]["ndcg@100"] == 0.35
+    assert record["champion"] == CHAMPION and record["baselines"]["ease"]["ndcg@100"] == 0.25
     json.dumps(record)  # plain data, ready for a JSON column
 
 
@@ -73,19 +73,30 @@ def test_nan_outputs_never_pass():
     decision = decide(challenger(finite=0.0, rating_mae=math.nan), CHAMPION, BASELINES)
     assert not decision.promote and failed(decision) == {"finite_outputs", "rating_mae_vs_champion"}
     nan_ranking = decide(challenger(**{"ndcg@100": math.nan}), None, BASELINES)
-    assert failed(nan_ranking) == {"ndcg@100_over_popularity"}
+    assert failed(nan_ranking) == {"ndcg@100_over_popularity", "ndcg@100_vs_ease"}
     missing_popularity = decide(challenger(), None, {})
     assert not missing_popularity.promote
 
 
 def test_no_champion_applies_only_the_absolute_checks():
-    decision = decide(challenger(**{"ndcg@100": 0.21, "rating_mae": 9.0}), None, BASELINES)
+    decision = decide(challenger(**{"ndcg@100": 0.26, "rating_mae": 9.0}), None, BASELINES)
     assert decision.promote and decision.champion is None
-    assert {c.name for c in decision.checks} == {"finite_outputs", "forward_latency_ms", "ndcg@100_over_popularity"}
+    assert {c.name for c in decision.checks} == {
+        "finite_outputs", "forward_latency_ms", "ndcg@100_over_popularity", "ndcg@100_vs_ease"
+    }
     below_popularity = decide(challenger(**{"ndcg@100": 0.19}), None, BASELINES)
-    assert failed(below_popularity) == {"ndcg@100_over_popularity"}
-    margin = decide(challenger(**{"ndcg@100": 0.21}), None, BASELINES, GateRules(min_margin_over_popularity=0.05))
+    assert failed(below_popularity) == {"ndcg@100_over_popularity", "ndcg@100_vs_ease"}
+    margin = decide(challenger(**{"ndcg@100": 0.26}), None, BASELINES, GateRules(min_margin_over_popularity=0.07))
     assert not margin.promote
+
+
+def test_a_challenger_below_ease_is_refused_unless_within_the_tolerance():
+    below = decide(challenger(**{"ndcg@100": 0.24}), None, BASELINES)
+    assert not below.promote and failed(below) == {"ndcg@100_vs_ease"}
+    check = next(c for c in below.checks if c.name == "ndcg@100_vs_ease")
+    assert check.value == 0.24 and check.threshold == 0.25
+    assert decide(challenger(**{"ndcg@100": 0.24}), None, BASELINES, GateRules(ease_tolerance=0.02)).promote
+    assert not decide(challenger(), CHAMPION, {"popularity": BASELINES["popularity"]}).promote  # no EASE: refused
 
 
 def test_latency_over_budget_is_refused():

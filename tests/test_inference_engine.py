@@ -142,17 +142,17 @@ def test_rank_one_hold_out_equals_rerunning_without_the_entry(recommender):
     network = recommender.network
     profile = prepare_profile(PROFILE, recommender.corpus)
     columns = np.array([3, 0, 17, 38, 5], np.int32)
-    pre = network.preactivation(profile.items, profile.values)
-    held_presence, held_ratings, own = network.held_out(pre, profile.items, profile.values, columns)
+    pre, linear = network.encode(profile.items, profile.values)
+    held_presence, held_ratings, own = network.held_out(pre, linear, profile.items, profile.values, columns)
     assert held_presence.shape == held_ratings.shape == (profile.length, 5) and own.shape == (profile.length,)
     for j in (0, 3, profile.length - 1):
         keep = np.arange(profile.length) != j
-        rerun_pre = network.preactivation(profile.items[keep], profile.values[keep])
-        log_presence, ratings = network.outputs(rerun_pre[None])
+        rerun_pre, rerun_linear = network.encode(profile.items[keep], profile.values[keep])
+        log_presence, ratings = network.outputs(rerun_pre[None], rerun_linear[None])
         np.testing.assert_allclose(held_presence[j], log_presence[0, columns], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(held_ratings[j], ratings[0, columns], rtol=1e-4, atol=1e-5)
         assert own[j] == pytest.approx(ratings[0, profile.items[j]], rel=1e-4, abs=1e-5)
-    whole_presence, _ = network.outputs(pre[None])
+    whole_presence, _ = network.outputs(pre[None], linear[None])
     assert not np.allclose(held_presence[0], whole_presence[0, columns])  # holding out changes something
 
 
@@ -191,8 +191,8 @@ def test_contributor_drop_equals_the_score_without_the_entry(recommender):
         show = int(recommender.corpus.positions(np.array([top.anime_id]))[0])
         for contributor in top.contributors:
             keep = profile.items != recommender.corpus.positions(np.array([contributor.anime_id]))[0]
-            pre = network.preactivation(profile.items[keep], profile.values[keep])  # [H]
-            log_presence, ratings = network.outputs(pre[None])  # [1, C]
+            pre, linear = network.encode(profile.items[keep], profile.values[keep])  # [H], [C]
+            log_presence, ratings = network.outputs(pre[None], linear[None])  # [1, C]
             rerun = np.exp(log_scores(log_presence[0], ratings[0], 0.5, popularity, 0.0))[show]
             assert top.score - rerun == pytest.approx(contributor.score_drop, rel=1e-3, abs=1e-6)
 
@@ -202,9 +202,14 @@ def test_batch_equals_single_requests(recommender):
         RecommendRequest(profile=PROFILE, top_k=3, explain=True)
     ]
     batched = recommender.recommend_batch(requests)
-    assert batched == [recommender.recommend(r) for r in requests]
+    singles = [recommender.recommend(r) for r in requests]
+    # XLA may fuse the blend of the two presence paths differently per batch shape: equal up to rounding.
+    assert [returned(b) for b in batched] == [returned(s) for s in singles]
+    for b, s in zip(batched, singles, strict=True):
+        assert [r.score for r in b.recommendations] == pytest.approx([r.score for r in s.recommendations], rel=1e-6)
     outcomes = recommender.recommend_many([requests[0], RecommendRequest(profile=[]), requests[1]])
-    assert outcomes[0] == batched[0] and outcomes[2] == batched[1] and isinstance(outcomes[1], InvalidProfile)
+    assert returned(outcomes[0]) == returned(batched[0]) and returned(outcomes[2]) == returned(batched[1])
+    assert isinstance(outcomes[1], InvalidProfile)
     with pytest.raises(InvalidProfile, match="request 1"):
         recommender.recommend_batch([requests[0], RecommendRequest(profile=[])])
 

@@ -31,10 +31,10 @@ SCRIPT = textwrap.dedent(
     sharded = Recommender.load(folder, warmup=False)  # device count from SPROUT_INFERENCE_DEVICES
     profile = [ProfileEntry(anime_id=i, score=(3 * i) % 11) for i in range(101, 128)]  # 27 of the 39 corpus shows
     prepared = prepare_profile(profile, single.corpus)
-    pre = single.network.preactivation(prepared.items, prepared.values)
+    pre, linear = single.network.encode(prepared.items, prepared.values)
     columns = np.arange(20, dtype=np.int32)
-    one = single.network.held_out(pre, prepared.items, prepared.values, columns)
-    two = sharded.network.held_out(pre, prepared.items, prepared.values, columns)
+    one = single.network.held_out(pre, linear, prepared.items, prepared.values, columns)
+    two = sharded.network.held_out(pre, linear, prepared.items, prepared.values, columns)
     request = ExplainRequest(profile=profile, top_k=10, hide_unwatched_sequels=False)
     print(json.dumps({
         "jax_devices": jax.device_count(),

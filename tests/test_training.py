@@ -61,7 +61,7 @@ def test_history_shows_the_loss_falling(home, trained):
     assert losses[-1] < losses[0] * 0.7
     logged = set().union(*run["history"])
     for key in ("train/presence_loss", "train/rating_loss", "train/log_var_presence", "train/log_var_rating",
-                "train/lr_scale", "train/examples_per_s", "val/loss", "val/ndcg@100"):
+                "train/lr_scale", "train/examples_per_s", "val/recall@20", "val/ndcg@100", "item_item/linear_scale"):
         assert key in logged, key
     assert run["config"]["model"]["corpus_size"] == TINY.model.corpus_size
     assert run["config"]["train"]["learning_rate"] == TINY.train.learning_rate
@@ -129,3 +129,32 @@ def test_unknown_config_name_is_a_clear_error(tmp_path):
         env={**os.environ, "SPROUT_HOME": str(tmp_path)},
     )
     assert result.returncode == 2 and "tiny" in result.stderr
+
+
+def test_training_time_ndcg_is_the_evaluators_ndcg(home, tmp_path):
+    from sprout.evaluation.held_out import held_out_users
+    from sprout.evaluation.model_scores import ModelEvaluator
+
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    result = train(snapshot, TINY.model, TINY.train.model_copy(update={"max_steps": 100}), tmp_path)
+    metrics = ModelEvaluator(result.model, latency_runs=1).evaluate(held_out_users(snapshot, "validation"))
+    assert metrics["ndcg@100"] == pytest.approx(result.validation["val/ndcg@100"], abs=1e-9)
+    assert result.item_item["linear_scale"] in TINY.train.blend_linear_scales
+
+
+def test_the_best_validation_step_is_restored_after_worse_ones(home, tmp_path, monkeypatch):
+    import sprout.training.loop as loop
+
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    scripted = iter([0.30, 0.50, 0.40, 0.20, 0.10, 0.05, 0.01])
+    real = loop.validation_metrics
+    monkeypatch.setattr(loop, "validation_metrics", lambda model, users: {"val/ndcg@100": next(scripted, 0.0)})
+    config = TINY.train.model_copy(update={"eval_every": 20, "max_steps": 300, "early_stopping_patience": 3})
+    deep = TINY.model.model_copy(update={"item_item": False})
+    result = train(snapshot, deep, config, tmp_path / "a")
+    assert result.best_step == 40 and result.stopped_by == "early_stopping" and result.steps == 100
+    monkeypatch.setattr(loop, "validation_metrics", real)
+    reference = train(snapshot, deep, config.model_copy(update={"max_steps": 40, "eval_every": 40}), tmp_path / "b")
+    np.testing.assert_array_equal(
+        np.asarray(result.model.encoder_input.kernel[...]), np.asarray(reference.model.encoder_input.kernel[...])
+    )

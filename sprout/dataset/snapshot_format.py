@@ -66,6 +66,16 @@ class SplitArrays:
     def n_entries(self) -> int:
         return len(self.items)
 
+    def first_users(self, count: int) -> SplitArrays:
+        """The first ``count`` users (all of them when there are fewer) as a split of their own."""
+        count = min(count, self.n_users)
+        end = int(self.indptr[count])
+        return SplitArrays(
+            usernames=self.usernames[:count], indptr=self.indptr[: count + 1], items=self.items[:end],
+            values=self.values[:end], rated=self.rated[:end], scores=self.scores[:end], mu=self.mu[:count],
+            sigma=self.sigma[:count], heldout=None if self.heldout is None else self.heldout[:end],
+        )
+
     def arrays(self) -> dict[str, np.ndarray]:
         names = [n for n in ARRAY_DTYPES if n != "heldout" or self.heldout is not None]
         return {name: getattr(self, name) for name in names}

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sprout.dataset.features import owners
+from sprout.dataset.gram import gram_matrix
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import Evaluator, no_ranking, no_ratings, ranking_metrics, rating_metrics
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.evaluation.metrics import mean_defined, ndcg_at_k
 
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
-GRAM_CHUNK_USERS = 4096  # dense rows per step while summing XᵀX: bounded memory at any U
 
 
 # --- popularity ---------------------------------------------------------------------------
@@ -41,18 +40,6 @@ class PopularityEvaluator:
 
 
 # --- EASE ---------------------------------------------------------------------------------
-
-
-def gram_matrix(train: SplitArrays, corpus_size: int) -> np.ndarray:
-    """XᵀX of the binary training matrix X [U_train, C], summed over user chunks. [C, C] float32"""
-    gram = np.zeros((corpus_size, corpus_size), np.float32)
-    for start in range(0, train.n_users, GRAM_CHUNK_USERS):
-        stop = min(start + GRAM_CHUNK_USERS, train.n_users)
-        lo, hi = train.indptr[start], train.indptr[stop]
-        dense = np.zeros((stop - start, corpus_size), np.float32)  # [chunk, C]
-        dense[owners(train.indptr[start : stop + 1]), train.items[lo:hi]] = 1.0
-        gram += dense.T @ dense
-    return gram
 
 
 def ease_weights(x: np.ndarray, lam: float) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 A check passes only on a finite value that meets its threshold, so a NaN metric (a broken model,
 a missing number) can never let a model through. Without a champion only the absolute checks
-apply: finite outputs, latency, and beating the popularity baseline.
+apply: finite outputs, latency, beating the popularity baseline and reaching EASE's NDCG@100
+(within ``ease_tolerance``) on the same test users.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ RATING_METRIC = "rating_mae"
 LATENCY_METRIC = "forward_latency_ms"
 FINITE_METRIC = "finite"
 POPULARITY = "popularity"
+EASE = "ease"
 
 
 class GateRules(BaseModel):
@@ -27,6 +29,7 @@ class GateRules(BaseModel):
     ndcg_margin: float = 0.0  # challenger NDCG@100 ≥ champion's + margin
     max_mae_regression: float = 0.05  # challenger MAE ≤ champion's + this (1..10 scale)
     min_margin_over_popularity: float = 0.0  # challenger NDCG@100 ≥ popularity's + this
+    ease_tolerance: float = 0.0  # challenger NDCG@100 ≥ EASE's − this (EASE: the closed-form bar)
     max_forward_latency_ms: float = 50.0
     require_finite: bool = True
 
@@ -79,7 +82,7 @@ def decide(
     """Promote the challenger only if every applicable check passes.
 
     challenger/champion: metric dicts from `ModelEvaluator`; baselines: by name, must contain
-    ``popularity`` (missing → its check fails rather than being skipped).
+    ``popularity`` and ``ease`` (missing → its check fails rather than being skipped).
     """
     rules = rules or GateRules()
     challenger_ndcg = _number(challenger, RANKING_METRIC)
@@ -94,6 +97,14 @@ def decide(
             "ndcg@100_over_popularity",
             challenger_ndcg,
             _number(baselines.get(POPULARITY), RANKING_METRIC) + rules.min_margin_over_popularity,
+            ">=",
+        )
+    )
+    checks.append(
+        _check(
+            "ndcg@100_vs_ease",
+            challenger_ndcg,
+            _number(baselines.get(EASE), RANKING_METRIC) - rules.ease_tolerance,
             ">=",
         )
     )

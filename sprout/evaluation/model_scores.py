@@ -1,9 +1,7 @@
 """Scoring an autoencoder on held-out users: fold-in profile in, ranking and ratings out.
 
-The ranking score is ``p^w * max(r + 1, 0.001)^(1 - w)`` (DESIGN §6) with ``p`` the softmax
-presence probability and ``r`` the predicted normalised rating. It is computed as its logarithm
-``w * log_softmax(logits) + (1 - w) * log(max(r + 1, 0.001))``: the same order, and no
-underflow of tiny probabilities over a large corpus.
+Ranking uses `sprout.model.ranking_score` (the same score the server ranks by). The same
+functions score validation users during training, so training-time and gate NDCG are one number.
 """
 
 from __future__ import annotations
@@ -21,15 +19,8 @@ from sprout.dataset.features import denormalise, normalise
 from sprout.evaluation.evaluator import rating_metrics, ranking_metrics
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.model.autoencoder import Autoencoder
-from sprout.training.batches import bucket, gather_rows
-
-RATING_FLOOR = 0.001  # keeps the rating factor positive for very low predicted ratings
-
-
-def log_ranking_score(log_presence, ratings, rating_weight: float):
-    """log of ``p^w * max(r + 1, 0.001)^(1 - w)``; works on numpy and jax arrays alike. [..., C]"""
-    xp = jnp if isinstance(log_presence, jax.Array) else np
-    return rating_weight * log_presence + (1.0 - rating_weight) * xp.log(xp.maximum(ratings + 1.0, RATING_FLOOR))
+from sprout.dataset.padding import bucket, gather_rows
+from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT, log_ranking_score
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
@@ -90,7 +81,7 @@ def corpus_columns(model_ids: np.ndarray, split_ids: np.ndarray) -> np.ndarray:
 
 
 def model_scores(
-    model: Autoencoder, users: HeldOutUsers, rating_weight: float = 0.3, batch_size: int = 256,
+    model: Autoencoder, users: HeldOutUsers, rating_weight: float = DEFAULT_RATING_WEIGHT, batch_size: int = 256,
     model_columns: np.ndarray | None = None,
 ) -> ModelScores:
     """Batched fold-in forward pass of every held-out user.
@@ -123,8 +114,15 @@ def model_scores(
     return ModelScores(scores=scores, ratings=ratings, finite=finite)
 
 
+def ranking_quality(
+    model: Autoencoder, users: HeldOutUsers, rating_weight: float = DEFAULT_RATING_WEIGHT
+) -> dict[str, float]:
+    """The ranking metrics of `ranking_metrics` for ``model`` on ``users``: what the gate compares."""
+    return ranking_metrics(model_scores(model, users, rating_weight).scores, users)
+
+
 def forward_latency_ms(
-    model: Autoencoder, users: HeldOutUsers, rating_weight: float = 0.3, runs: int = 7,
+    model: Autoencoder, users: HeldOutUsers, rating_weight: float = DEFAULT_RATING_WEIGHT, runs: int = 7,
     model_columns: np.ndarray | None = None,
 ) -> float:
     """Median wall time of a batch-1 forward pass (the serving shape) after two warm-up calls.
@@ -151,7 +149,7 @@ class ModelEvaluator:
     """Metrics of an autoencoder, plus ``finite`` (1.0/0.0) and ``forward_latency_ms``."""
 
     model: Autoencoder
-    rating_weight: float = 0.3
+    rating_weight: float = DEFAULT_RATING_WEIGHT
     batch_size: int = 256
     latency_runs: int = 7
     name: str = "model"

@@ -22,6 +22,7 @@ from sprout.evaluation.baselines import standard_baselines
 from sprout.evaluation.gate import GateRules, decide
 from sprout.evaluation.held_out import held_out_users
 from sprout.evaluation.model_scores import ModelEvaluator, corpus_columns
+from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
 from sprout.training.artifact import CORPUS_FILE, read_model_artifact
 
 
@@ -43,7 +44,7 @@ def evaluate_artifact(
     split: str = "test",
     rules: GateRules | None = None,
     champion_folder: Path | str | None = None,
-    rating_weight: float = 0.3,
+    rating_weight: float = DEFAULT_RATING_WEIGHT,
 ) -> dict[str, Any]:
     """Challenger, champion (if comparable) and baselines on the same held-out users, and the decision.
 
@@ -93,5 +94,6 @@ def evaluate_artifact(
         "challenger": challenger,
         "champion": champion,
         "baselines": baselines,
+        "ease_margin": challenger["ndcg@100"] - baselines.get("ease", {}).get("ndcg@100", float("nan")),
         "decision": decision.as_dict(),
     }

@@ -51,6 +51,9 @@ def decision_markdown(result: dict[str, Any]) -> str:
     for check in decision["checks"]:
         lines.append(f"| {check['name']} | {check['value']:.4g} | {check['direction']} {check['threshold']:.4g} | "
                      f"{'yes' if check['passed'] else 'no'} |")
+    margin = result.get("ease_margin")
+    if margin is not None and math.isfinite(margin):
+        lines += ["", f"NDCG@100 margin over EASE: {margin:+.4f}"]
     lines += ["", *(f"- {reason}" for reason in decision["reasons"])]
     return "\n".join(lines)
 
@@ -63,6 +66,8 @@ def wandb_summary(result: dict[str, Any]) -> dict[str, Any]:
         "eval/champion_version": result["champion_version"] or "",
         "eval/snapshot_id": result["snapshot_id"],
     }
+    if json_ready(result.get("ease_margin")) is not None:
+        summary["eval/ease_margin"] = result["ease_margin"]
     methods = {"challenger": result["challenger"], **result["baselines"]}
     if result.get("champion") is not None:
         methods["champion"] = result["champion"]

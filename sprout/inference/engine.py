@@ -148,12 +148,14 @@ class Recommender:
             except InferenceError as error:
                 outcomes[position] = error
         if prepared:
-            pre = np.stack([self.network.preactivation(p.items, p.values) for _, _, p in prepared])  # [B, H]
-            log_presence, ratings = self.network.outputs(pre)  # [B, C], [B, C]
+            encoded = [self.network.encode(p.items, p.values) for _, _, p in prepared]
+            pre = np.stack([e[0] for e in encoded])  # [B, H]
+            linear = np.stack([e[1] for e in encoded])  # [B, C]
+            log_presence, ratings = self.network.outputs(pre, linear)  # [B, C], [B, C]
             for row, (position, request, profile) in enumerate(prepared):
                 ranked = self._rank(request, profile, log_presence[row], ratings[row], request.top_k)
                 if request.explain:
-                    recommendations = self._explained(request, profile, pre[row], ranked).recommendations
+                    recommendations = self._explained(request, profile, pre[row], linear[row], ranked).recommendations
                 else:
                     recommendations = [self._recommendation(ranked, k) for k in range(len(ranked.shows))]
                 outcomes[position] = RecommendResponse(
@@ -164,11 +166,11 @@ class Recommender:
     def explain(self, request: ExplainRequest) -> ExplainResponse:
         """Recommendations with contributors, the most impactful and the most surprising entries."""
         profile = prepare_profile(request.profile, self.corpus)
-        pre = self.network.preactivation(profile.items, profile.values)  # [H]
-        log_presence, ratings = self.network.outputs(pre[None])  # [1, C], [1, C]
+        pre, linear = self.network.encode(profile.items, profile.values)  # [H], [C]
+        log_presence, ratings = self.network.outputs(pre[None], linear[None])  # [1, C], [1, C]
         count = max(request.top_k, explanations.IMPACT_CANDIDATES)
         ranked = self._rank(request, profile, log_presence[0], ratings[0], count)
-        return self._explained(request, profile, pre, ranked)
+        return self._explained(request, profile, pre, linear, ranked)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -198,11 +200,11 @@ class Recommender:
         return _Ranked(shows, scores[shows], log_presence[shows], predicted)
 
     def _explained(
-        self, request: RankingOptions, profile: PreparedProfile, pre: np.ndarray, ranked: _Ranked
+        self, request: RankingOptions, profile: PreparedProfile, pre: np.ndarray, linear: np.ndarray, ranked: _Ranked
     ) -> ExplainResponse:
         """Hold every profile entry out in one batched pass and explain the ranked candidates."""
         shows = ranked.shows  # [K]
-        held_presence, held_ratings, own = self.network.held_out(pre, profile.items, profile.values, shows)
+        held_presence, held_ratings, own = self.network.held_out(pre, linear, profile.items, profile.values, shows)
         popularity = self.catalogue.popularity[shows]  # [K]
         held = log_scores(held_presence, held_ratings, request.rating_weight, popularity, request.niche_boost)
         drops = explanations.score_drops(np.exp(ranked.log_scores), np.exp(held))  # [n, K]

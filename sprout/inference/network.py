@@ -2,13 +2,14 @@
 
 Three jitted pure functions of ``(graphdef, state, arrays)``:
 
-- `profile_preactivation`: one profile ``[1, L]`` -> the first layer's pre-activation ``[1, H]``
-  (a sum of kernel rows over the profile's entries);
-- `network_outputs`: pre-activations ``[B, H]`` -> log presence probabilities and predicted
-  normalised ratings ``[B, C]`` (a batch of users shares every weight read);
+- `profile_encoding`: one profile ``[1, L]`` -> the first layer's pre-activation ``[1, H]``
+  (a sum of kernel rows over the profile's entries) and the item-item path's ``x B`` ``[1, C]``
+  (a sum of the profile's rows of ``B``; zeros for a model without that path);
+- `network_outputs`: pre-activations ``[B, H]`` and ``x B`` ``[B, C]`` -> log presence
+  probabilities and predicted normalised ratings ``[B, C]`` (a batch shares every weight read);
 - `held_out_outputs`: explanations' hot path. Holding entry ``j`` out is the rank-1 change
-  ``pre - share_j`` of the pre-activation, so only the rest of the network runs, for many held-out
-  entries in one batch. The presence head still needs every logit (softmax normaliser); the rating
+  ``pre - share_j`` of the pre-activation and ``x B - B[j]`` of the item-item path, so only the
+  rest of the network runs, for many held-out entries in one batch. The presence head still needs every logit (softmax normaliser); the rating
   head's last layer runs on the candidate columns and each entry's own column only.
 
 Shapes are padded to buckets so that a fixed set of executables serves every request:
@@ -104,17 +105,18 @@ def resolve_device_count(devices: int | None) -> int:
 # --- pure functions of (graphdef, state, arrays) --------------------------------------------
 
 
-def profile_preactivation(graphdef, state, items, values, mask):
-    """items/values/mask [1, L] -> pre-activation [1, H] float32."""
+def profile_encoding(graphdef, state, items, values, mask):
+    """items/values/mask [1, L] -> (pre-activation [1, H], x B [1, C]) float32."""
     model: Autoencoder = nnx.merge(graphdef, state)
-    return model.preactivation(items, values, mask).astype(jnp.float32)
+    return model.preactivation(items, values, mask).astype(jnp.float32), model.linear_scores(items, mask)
 
 
-def network_outputs(graphdef, state, pre):
-    """pre [B, H] -> (log presence probability [B, C], predicted normalised rating [B, C]) float32."""
+def network_outputs(graphdef, state, pre, linear):
+    """pre [B, H], x B [B, C] -> (log presence probability [B, C], predicted normalised rating [B, C])."""
     model: Autoencoder = nnx.merge(graphdef, state)
     z = model.bottleneck_from_preactivation(pre.astype(model.config.compute_dtype))  # [B, Z]
     logits, ratings = model.decode(z)  # [B, C], [B, C]
+    logits = model.blend(logits, linear)
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), ratings.astype(jnp.float32)
 
 
@@ -128,10 +130,10 @@ def rating_output_rows(model: Autoencoder) -> jax.Array:
     return jnp.asarray(model.rating_head.output.kernel[...].T)
 
 
-def held_out_outputs(graphdef, state, rating_rows, pre, items, values, mask, columns):
+def held_out_outputs(graphdef, state, rating_rows, pre, linear, items, values, mask, columns):
     """Outputs with each entry held out in turn.
 
-    rating_rows [C, D] (`rating_output_rows`), pre [H] (whole profile), items/values/mask [R]
+    rating_rows [C, D] (`rating_output_rows`), pre [H] and x B [C] (whole profile), items/values/mask [R]
     (one held-out entry per row), columns [K] -> log presence [R, K] and ratings [R, K] at
     ``columns``, and each row's rating of its own held-out show [R]. A masked row holds nothing
     out: it is the whole profile.
@@ -141,6 +143,9 @@ def held_out_outputs(graphdef, state, rating_rows, pre, items, values, mask, col
     held = pre[None, :].astype(shares.dtype) - shares  # [R, H]
     z = model.bottleneck_from_preactivation(held)  # [R, Z]
     logits = model.decode_presence(z).astype(jnp.float32)  # [R, C]
+    if model.config.item_item:
+        held_linear = linear[None, :] - jnp.where(mask[:, None], model.linear_rows(items), 0.0)  # [R, C]
+        logits = model.blend(logits, held_linear)
     normaliser = jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # [R, 1]
     features = model.rating_head.features(z)  # [R, D]
     rows = rating_rows.astype(features.dtype)  # [C, D]
@@ -162,11 +167,11 @@ class ServingNetwork:
         replicated, by_row = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("rows"))
         self._held_out_state = self._state if self.device_count == 1 else jax.device_put(state, replicated)
         self._rating_rows = jax.device_put(rating_output_rows(model), replicated)  # [C, D]
-        self._preactivation = jax.jit(partial(profile_preactivation, graphdef))
+        self._encoding = jax.jit(partial(profile_encoding, graphdef))
         self._outputs = jax.jit(partial(network_outputs, graphdef))
         self._held_out = jax.jit(
             partial(held_out_outputs, graphdef),
-            in_shardings=(replicated, replicated, replicated, by_row, by_row, by_row, replicated),
+            in_shardings=(replicated, replicated, replicated, replicated, by_row, by_row, by_row, replicated),
             out_shardings=(by_row, by_row, by_row),
         )
         self.length_buckets = length_buckets(self.config.corpus_size)
@@ -180,33 +185,37 @@ class ServingNetwork:
     def hidden_size(self) -> int:
         return self.config.encoder_hidden
 
-    def preactivation(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """One profile items/values [n] -> pre-activation [H] (padded to a length bucket)."""
+    def encode(self, items: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One profile items/values [n] -> (pre-activation [H], x B [C]) (padded to a length bucket)."""
         width = smallest_fitting(len(items), self.length_buckets)
         padded_items = np.zeros((1, width), np.int32)
         padded_values = np.zeros((1, width), np.float32)
         mask = np.zeros((1, width), bool)
         padded_items[0, : len(items)], padded_values[0, : len(items)], mask[0, : len(items)] = items, values, True
         with self.counter.counting():
-            return np.asarray(self._preactivation(self._state, padded_items, padded_values, mask))[0]
+            pre, linear = self._encoding(self._state, padded_items, padded_values, mask)
+            return np.asarray(pre)[0], np.asarray(linear)[0]
 
-    def outputs(self, pre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """pre [B, H] -> (log presence [B, C], ratings [B, C]), in batches of at most 16."""
+    def outputs(self, pre: np.ndarray, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """pre [B, H], x B [B, C] -> (log presence [B, C], ratings [B, C]), in batches of at most 16."""
         presence, ratings = [], []
         with self.counter.counting():
             for start in range(0, len(pre), BATCH_BUCKETS[-1]):
                 part = pre[start : start + BATCH_BUCKETS[-1]]
-                padded = np.zeros((smallest_fitting(len(part), BATCH_BUCKETS), pre.shape[1]), np.float32)
+                size = smallest_fitting(len(part), BATCH_BUCKETS)
+                padded = np.zeros((size, pre.shape[1]), np.float32)
                 padded[: len(part)] = part
-                log_presence, rating = self._outputs(self._state, padded)
+                padded_linear = np.zeros((size, linear.shape[1]), np.float32)
+                padded_linear[: len(part)] = linear[start : start + BATCH_BUCKETS[-1]]
+                log_presence, rating = self._outputs(self._state, padded, padded_linear)
                 presence.append(np.asarray(log_presence)[: len(part)])
                 ratings.append(np.asarray(rating)[: len(part)])
         return np.concatenate(presence), np.concatenate(ratings)
 
     def held_out(
-        self, pre: np.ndarray, items: np.ndarray, values: np.ndarray, columns: np.ndarray
+        self, pre: np.ndarray, linear: np.ndarray, items: np.ndarray, values: np.ndarray, columns: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hold out each of the n entries: pre [H], items/values [n], columns [K]
+        """Hold out each of the n entries: pre [H], x B [C], items/values [n], columns [K]
         -> log presence [n, K], ratings [n, K] at ``columns``, own rating [n]."""
         width = smallest_fitting(len(columns), self.column_buckets)
         padded_columns = np.zeros(width, np.int32)
@@ -224,7 +233,8 @@ class ServingNetwork:
                     True,
                 )
                 outputs = self._held_out(
-                    self._held_out_state, self._rating_rows, pre, chunk_items, chunk_values, mask, padded_columns
+                    self._held_out_state, self._rating_rows, pre, linear, chunk_items, chunk_values, mask,
+                    padded_columns,
                 )
                 pending.append((stop - start, outputs))  # dispatched; collected below
             parts = [[np.asarray(array)[:n] for array in outputs] for n, outputs in pending]
@@ -234,10 +244,13 @@ class ServingNetwork:
     def warm_up(self) -> None:
         """Compile and run every bucket once."""
         hidden = np.zeros(self.hidden_size, np.float32)
+        linear = np.zeros(self.config.corpus_size, np.float32)
         for width in self.length_buckets:
-            self.preactivation(np.zeros(width, np.int32), np.zeros(width, np.float32))
+            self.encode(np.zeros(width, np.int32), np.zeros(width, np.float32))
         for batch in BATCH_BUCKETS:
-            self.outputs(np.zeros((batch, self.hidden_size), np.float32))
+            self.outputs(np.zeros((batch, self.hidden_size), np.float32), np.zeros((batch, len(linear)), np.float32))
         for rows in self.row_chunks:
             for width in self.column_buckets:
-                self.held_out(hidden, np.zeros(rows, np.int32), np.zeros(rows, np.float32), np.zeros(width, np.int32))
+                self.held_out(
+                    hidden, linear, np.zeros(rows, np.int32), np.zeros(rows, np.float32), np.zeros(width, np.int32)
+                )

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from sprout.evaluation.model_scores import log_ranking_score
+from sprout.model.ranking_score import log_ranking_score
 
 # Past 0.5 the boost strength grows exponentially so that 1.0 reaches deep into the long tail.
 NICHE_KNEE = 0.5

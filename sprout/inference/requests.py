@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
+
 MAX_PROFILE_ENTRIES = 5000
 MAX_ANIME_ID = 2**31 - 1  # MAL ids are positive 32-bit integers
 
@@ -44,7 +46,7 @@ class RankingOptions(BaseModel):
         default=50, description="Number of recommendations to return (1..500)."
     )
     rating_weight: Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
-        default=0.3,
+        default=DEFAULT_RATING_WEIGHT,
         description="w in p^w * max(r + 1, 0.001)^(1 - w): 1 ranks by how likely the user is to watch a "
         "show, 0 by how much they are predicted to like it.",
     )

@@ -4,6 +4,11 @@ Encoder: ``2C -> encoder_hidden -> swish -> bottleneck`` (linear bottleneck, noi
 Decoder: two heads with no shared weights, each ``bottleneck -> decoder_hidden... (swish) -> C``:
 presence logits (softmax over the corpus) and predicted normalised ratings.
 
+With ``config.item_item`` the presence logits also get a full-rank linear path (`item_item`):
+``presence_scale * deep + linear_scale * (x B)`` with ``x`` the binary profile and ``B [C, C]``
+fitted in closed form (zero diagonal). ``B`` and the two scales are `Fitted` variables: set by
+the training recipe outside gradient descent, saved with the weights like any other.
+
 The forward pass is split at the first layer's pre-activation so that serving can hold profile
 entries out as rank-1 updates and run only the rest of the network per held-out entry.
 """
@@ -53,6 +58,14 @@ class DecoderHead(nnx.Module):
         return h @ kernel + bias
 
 
+class Fitted(nnx.Variable):
+    """A model variable set outside gradient descent (closed form, or chosen on validation users)."""
+
+
+# Above this many gathered scalars (B·L·C) the linear path multiplies the dense profile instead.
+GATHER_LIMIT = 1 << 25
+
+
 class Autoencoder(nnx.Module):
     """Denoising autoencoder with presence and rating heads and learnable uncertainty weights."""
 
@@ -66,6 +79,40 @@ class Autoencoder(nnx.Module):
         # exp(-s_p) * L_p + s_p + exp(-s_r) * L_r + s_r, so they start at 0 (weight 1).
         self.log_var_presence = nnx.Param(jnp.zeros((), config.weight_dtype))
         self.log_var_rating = nnx.Param(jnp.zeros((), config.weight_dtype))
+        if config.item_item:
+            size = config.corpus_size
+            self.item_item = Fitted(jnp.zeros((size, size), jnp.float32))  # B [C, C], zero diagonal
+            self.presence_scale = Fitted(jnp.ones((), jnp.float32))
+            self.linear_scale = Fitted(jnp.zeros((), jnp.float32))
+
+    # --- the full-rank item-item path ----------------------------------------------------
+
+    def linear_scores(self, items: jax.Array, mask: jax.Array) -> jax.Array:
+        """x B for sparse binary profiles items/mask [B, L] -> [B, C] float32 (zeros without the path).
+
+        Small batches (serving) sum the profile's rows of B; large ones multiply the dense profile.
+        """
+        size = self.config.corpus_size
+        if not self.config.item_item:
+            return jnp.zeros((items.shape[0], size), jnp.float32)
+        weights = self.item_item[...]  # [C, C]
+        if items.shape[0] * items.shape[1] * size <= GATHER_LIMIT:
+            rows = jnp.where(mask[..., None], weights[items], 0.0)  # [B, L, C]
+            return rows.sum(axis=1)
+        present = jnp.zeros((items.shape[0], size), jnp.float32)
+        present = present.at[jnp.arange(items.shape[0])[:, None], items].max(mask.astype(jnp.float32))  # [B, C]
+        return present @ weights
+
+    def linear_rows(self, items: jax.Array) -> jax.Array:
+        """Rows of B of ``items`` [R] -> [R, C]: subtracting row j from x B holds entry j out."""
+        return self.item_item[...][items]
+
+    def blend(self, deep_logits: jax.Array, linear: jax.Array) -> jax.Array:
+        """Presence logits of the whole model: deep [B, C] and x B [B, C] -> [B, C]."""
+        if not self.config.item_item:
+            return deep_logits
+        deep_logits = deep_logits.astype(jnp.float32)
+        return self.presence_scale[...] * deep_logits + self.linear_scale[...] * linear
 
     # --- encoder, split at the first layer's pre-activation -------------------------------
 
@@ -134,15 +181,23 @@ class Autoencoder(nnx.Module):
         self, items: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool = False,
         noise_key: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """Sparse profile items/values/mask [B, L] -> (presence logits [B, C], ratings [B, C])."""
+        """Sparse profile items/values/mask [B, L] -> (presence logits [B, C], ratings [B, C]).
+
+        Presence logits include the item-item path when the model has one.
+        """
         pre = self.preactivation(items, values, mask)
-        return self.outputs_from_preactivation(pre, train=train, noise_key=noise_key)
+        logits, ratings = self.outputs_from_preactivation(pre, train=train, noise_key=noise_key)
+        return self.blend(logits, self.linear_scores(items, mask)), ratings
 
     def forward_dense(
         self, x: jax.Array, *, train: bool = False, noise_key: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """Dense input x [B, 2C] -> (presence logits [B, C], ratings [B, C]); reference for tests."""
-        return self.outputs_from_preactivation(self.preactivation_dense(x), train=train, noise_key=noise_key)
+        logits, ratings = self.outputs_from_preactivation(self.preactivation_dense(x), train=train, noise_key=noise_key)
+        if not self.config.item_item:
+            return logits, ratings
+        present = x[:, : self.config.corpus_size].astype(jnp.float32)  # [B, C]
+        return self.blend(logits, present @ self.item_item[...]), ratings
 
     def to_dense(self, items: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
         """Sparse profile [B, L] -> the dense input [B, 2C] it stands for."""

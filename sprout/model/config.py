@@ -24,6 +24,11 @@ class ModelConfig(BaseModel):
     decoder_hidden: tuple[int, ...] = Field(
         (1024, 2048), min_length=1, description="Hidden widths of each decoder head, bottleneck side first."
     )
+    item_item: bool = Field(
+        False,
+        description="A full-rank item-item path (C×C, zero diagonal, fitted in closed form) beside the deep "
+        "presence logits; presence logits = presence_scale·deep + linear_scale·(x B).",
+    )
     bottleneck_noise: float = Field(0.1, ge=0, description="Std of the Gaussian noise added to the bottleneck in training.")
     dtype: DTypeName = Field("float32", description="Computation dtype.")
     param_dtype: DTypeName = Field("float32", description="Storage dtype of the weights.")

@@ -14,13 +14,9 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
+from sprout.dataset.padding import bucket, gather_rows
 
 COLUMN_STEP = 512  # distinct-show counts are padded to a multiple of this (at most): few shapes
-
-
-def bucket(n: int, minimum: int = 64) -> int:
-    """The next power of two ≥ n (and ≥ minimum): a small set of compiled shapes."""
-    return max(minimum, 1 << max(0, int(n - 1).bit_length()))
 
 
 @jax.tree_util.register_dataclass
@@ -40,15 +36,6 @@ class Batch:
     @property
     def size(self) -> int:
         return self.target_items.shape[0]
-
-
-def gather_rows(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Entry positions of ``rows`` in CSR order and the batch row of each. ([n], [n])"""
-    starts, ends = indptr[rows], indptr[rows + 1]
-    lengths = ends - starts  # [B]
-    row_of_entry = np.repeat(np.arange(len(rows), dtype=np.int32), lengths)  # [n]
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(starts, lengths) + offsets, row_of_entry
 
 
 def make_batch(

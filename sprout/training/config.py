@@ -21,6 +21,19 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1000, ge=1, description="Steps between validation passes.")
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
     validation_users: int = Field(500, ge=0, description="Validation users scored each pass (0 = all).")
+    early_stopping_patience: int = Field(
+        5, ge=1, description="Stop after this many validation passes without a better NDCG@100; the best step is kept."
+    )
+    item_item_l2: tuple[float, ...] = Field(
+        (50.0, 100.0, 200.0), min_length=1, description="Ridge λ grid of the closed-form item-item path."
+    )
+    item_item_dropout: tuple[float, ...] = Field(
+        (0.25, 0.4), min_length=1, description="Emphasised-denoising rate p grid of the item-item path."
+    )
+    blend_linear_scales: tuple[float, ...] = Field(
+        (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0), min_length=1,
+        description="Scales s of x·B tried when blending it with the deep presence logits.",
+    )
     seed: int = 0
 
     @classmethod

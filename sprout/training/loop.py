@@ -1,8 +1,15 @@
-"""The training run: seeded, checkpointed, resumable, stopped by the plateau schedule.
+"""The training recipe: deep path by gradient descent, then the item-item path and the blend.
 
-Batches are a pure function of (seed, step), so a run resumed from a checkpoint continues with
-exactly the batches it would have seen. A non-finite loss stops the run with `NonFiniteLoss`
-before anything is saved as a model.
+1. The deep autoencoder (both heads) trains on batches that are a pure function of (seed, step),
+   so a run resumed from a checkpoint continues with exactly the batches it would have seen.
+   Every ``eval_every`` steps it is scored on validation users by the evaluator the gate uses
+   (`ranking_quality`); the best step's weights are kept and restored at the end, and the run
+   stops early after ``early_stopping_patience`` passes without a better NDCG@100 (or when the
+   plateau schedule has shrunk the learning rate below ``min_lr_scale``).
+2. With ``model_config.item_item`` the closed-form item-item path is fitted and blended with the
+   deep presence logits, both chosen on the same validation users (`item_item_fit`).
+
+A non-finite loss stops the run with `NonFiniteLoss` before anything is saved as a model.
 """
 
 from __future__ import annotations
@@ -25,7 +32,11 @@ from sprout.training.checkpoints import Checkpoints
 from sprout.training.config import TrainConfig
 from sprout.training.step import lr_scale, make_optimizer, train_step
 from sprout.training.tracking import NullTracker, Tracker
-from sprout.training.validation import popularity_ndcg, validate
+from sprout.evaluation.baselines import PopularityEvaluator
+from sprout.evaluation.held_out import HeldOutUsers, held_out_users_from_splits
+from sprout.evaluation.model_scores import ranking_quality
+from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
+from sprout.training.item_item_fit import choose_blend, fit_item_item, with_item_item
 
 Progress = Callable[[int, int, dict], None]
 
@@ -38,13 +49,24 @@ class NonFiniteLoss(RuntimeError):
 class TrainResult:
     model: Autoencoder
     steps: int
-    stopped_by: str  # "plateau" or "max_steps"
+    stopped_by: str  # "early_stopping", "plateau" or "max_steps"
+    best_step: int  # the step whose deep weights the model carries (0: never validated)
     final: dict[str, float]
     validation: dict[str, float]
     popularity_ndcg: float
     examples_per_s: float
     resumed_from: int
     history: list[dict[str, float]] = field(default_factory=list)
+    item_item: dict[str, float | str] = field(default_factory=dict)  # fitted λ, p and blend, when used
+
+
+VALIDATION_KEYS = ("recall@20", "recall@50", "ndcg@100")
+
+
+def validation_metrics(model: Autoencoder, users: HeldOutUsers) -> dict[str, float]:
+    """``val/<metric>`` of the model on validation users, from the gate's evaluator."""
+    metrics = ranking_quality(model, users, DEFAULT_RATING_WEIGHT)
+    return {f"val/{name}": metrics[name] for name in VALIDATION_KEYS}
 
 
 def batch_rows(n_users: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -73,26 +95,32 @@ def train(
         raise ValueError(
             f"the snapshot's corpus ({snapshot.manifest.corpus_size}) is larger than the model's ({corpus_size})"
         )
-    model = Autoencoder(model_config, nnx.Rngs(config.seed))
+    deep_config = model_config.model_copy(update={"item_item": False})
+    model = Autoencoder(deep_config, nnx.Rngs(config.seed))
     graphdef, params = nnx.split(model)
     tx = make_optimizer(config)
     opt_state = tx.init(params)
+    best_params = jax.tree.map(np.array, params)  # host copy: params are donated to each step
     checkpoints = Checkpoints(Path(checkpoint_dir))
-    start, history = 0, []
+    start, history, best_step, best_ndcg, since_best = 0, [], 0, -math.inf, 0
     if checkpoints.exists():
-        trees, meta = checkpoints.load({"params": params, "opt": opt_state})
-        params, opt_state, start, history = trees["params"], trees["opt"], meta["step"], meta["history"]
+        trees, meta = checkpoints.load({"params": params, "opt": opt_state, "best": params})
+        params, opt_state, best_params = trees["params"], trees["opt"], trees["best"]
+        start, history = meta["step"], meta["history"]
+        best_step, best_ndcg, since_best = meta["best_step"], meta["best_ndcg"], meta["since_best"]
 
     n_validation = validation_split.n_users
     if config.validation_users:
         n_validation = min(n_validation, config.validation_users)
-    validation_rows = np.arange(n_validation)
-    baseline = popularity_ndcg(train_split, validation_split, validation_rows, corpus_size) if n_validation else float("nan")
+    users = (
+        held_out_users_from_splits(validation_split.first_users(n_validation), train_split, corpus_size, "validation")
+        if n_validation else None
+    )
+    baseline = PopularityEvaluator().evaluate(users)["ndcg@100"] if users else float("nan")
     batch_size = min(config.batch_size, train_split.n_users)
     key = jax.random.key(config.seed)
     stopped_by, step = "max_steps", start
     last: dict[str, float] = {}
-    validation: dict[str, float] = {}
     examples, timed = 0, 0.0
     for step in range(start, config.max_steps):
         rows = batch_rows(train_split.n_users, batch_size, config.seed, step)
@@ -119,27 +147,56 @@ def train(
         }
         done = step + 1
         if done % config.eval_every == 0 or done == config.max_steps or scale < config.min_lr_scale:
-            validation = validate(
-                graphdef, params, validation_split, validation_rows, corpus_size,
-                batch_size=batch_size, huber_delta=config.huber_delta,
-            ) if n_validation else {}
+            validation = {}
+            if users is not None:
+                nnx.update(model, params)
+                validation = validation_metrics(model, users)
+                ndcg = validation["val/ndcg@100"]
+                if math.isfinite(ndcg) and ndcg > best_ndcg:
+                    best_ndcg, best_step, since_best = ndcg, done, 0
+                    best_params = jax.tree.map(np.array, params)  # a host copy: params are donated
+                else:
+                    since_best += 1
             history.append({"step": done, **last, **validation})
-            tracker.log({**last, **validation}, step=done)
+            tracker.log({**last, **validation, "val/best_ndcg@100": best_ndcg}, step=done)
         elif done % 10 == 0:
             tracker.log(last, step=done)
         if progress:
             progress(done, config.max_steps, last)
-        if done % config.checkpoint_every == 0:
-            checkpoints.save({"params": params, "opt": opt_state}, {"step": done, "history": history})
-        if scale < config.min_lr_scale:
-            stopped_by = "plateau"
+        stop = (
+            "plateau" if scale < config.min_lr_scale
+            else "early_stopping" if since_best >= config.early_stopping_patience else None
+        )
+        if done % config.checkpoint_every == 0 and not stop:
+            checkpoints.save(
+                {"params": params, "opt": opt_state, "best": best_params},
+                {"step": done, "history": history, "best_step": best_step, "best_ndcg": best_ndcg,
+                 "since_best": since_best},
+            )
+        if stop:
+            stopped_by = stop
             break
     steps = step + 1 if config.max_steps > start else start
-    nnx.update(model, params)
+    nnx.update(model, best_params if best_step else params)
+
+    item_item: dict[str, float | str] = {}
+    if model_config.item_item:
+        if users is None:
+            raise ValueError("the item-item path is fitted on validation users; the snapshot has none")
+        fit = fit_item_item(train_split, users, config.item_item_l2, config.item_item_dropout)
+        model = with_item_item(model, model_config, fit.weights)
+        (presence_scale, linear_scale), blends = choose_blend(
+            model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT
+        )
+        item_item = {"l2": fit.l2, "dropout": fit.dropout, "presence_scale": presence_scale,
+                     "linear_scale": linear_scale, "deep_alone_ndcg@100": blends["a=1,s=0"],
+                     "item_item_alone_ndcg@100": max(fit.validation_ndcg.values())}
+        tracker.log({f"item_item/{k}": v for k, v in item_item.items()}, step=steps)
+    validation = validation_metrics(model, users) if users is not None else {}
     return TrainResult(
-        model=model, steps=steps, stopped_by=stopped_by, final=last, validation=validation,
+        model=model, steps=steps, stopped_by=stopped_by, best_step=best_step, final=last, validation=validation,
         popularity_ndcg=baseline, examples_per_s=examples / timed if timed else 0.0, resumed_from=start,
-        history=history,
+        history=history, item_item=item_item,
     )
 
 

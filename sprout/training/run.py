@@ -69,6 +69,7 @@ def train_model(
 ) -> dict[str, Any]:
     """Train on a snapshot (default: the latest), save the model artifact, return its summary."""
     snapshot = load_snapshot(resolve_snapshot(home, snapshot_id))
+    preset = preset.sized_for(snapshot.manifest.splits["train"].users)
     key = run_key(snapshot.snapshot_id, preset)
     checkpoint_dir = Path(home) / "checkpoints" / key
     config = {"preset": preset.name, **preset.model_dump(mode="json", exclude={"name"}),
@@ -82,6 +83,8 @@ def train_model(
         summary = {
             "steps": result.steps,
             "stopped_by": result.stopped_by,
+            "best_step": result.best_step,
+            "item_item": result.item_item,
             "resumed_from": result.resumed_from,
             "final": result.final,
             "validation": result.validation,

@@ -1,0 +1,68 @@
+"""The full-rank item-item path: the closed form by hand, its zero diagonal, and its place in the model."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sprout.evaluation.baselines import ease_weights
+from sprout.model.autoencoder import Autoencoder
+from sprout.model.config import ModelConfig
+from sprout.model.item_item import edlae_weights
+
+
+def test_two_show_closed_form_by_hand():
+    # For two shows, B[0, 1] = G01 / (G00 + λ + p/(1-p)·G00) and B[1, 0] = G01 / (G11 + λ + p/(1-p)·G11).
+    gram = np.array([[4.0, 2.0], [2.0, 3.0]])
+    weights = edlae_weights(gram, l2=1.0, dropout=0.5)
+    assert weights[0, 1] == pytest.approx(2.0 / (4.0 + 1.0 + 4.0))
+    assert weights[1, 0] == pytest.approx(2.0 / (3.0 + 1.0 + 3.0))
+    assert weights[0, 0] == weights[1, 1] == 0.0
+
+
+def test_without_dropout_it_is_ease():
+    x = (np.random.default_rng(0).random((40, 12)) < 0.3).astype(np.float64)
+    np.testing.assert_allclose(edlae_weights(x.T @ x, 5.0, 0.0), ease_weights(x, 5.0), atol=1e-5)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        edlae_weights(np.eye(3), l2=0.0, dropout=0.2)
+    with pytest.raises(ValueError):
+        edlae_weights(np.eye(3), l2=1.0, dropout=1.0)
+
+
+def hybrid(seed: int = 0) -> Autoencoder:
+    model = Autoencoder(ModelConfig.tiny(corpus_size=30, item_item=True), nnx.Rngs(seed))
+    x = (np.random.default_rng(seed).random((50, 30)) < 0.3).astype(np.float64)
+    model.item_item.value = jnp.asarray(edlae_weights(x.T @ x, 2.0, 0.3))
+    model.presence_scale.value = jnp.asarray(0.0, jnp.float32)  # the item-item path alone
+    model.linear_scale.value = jnp.asarray(1.0, jnp.float32)
+    return model
+
+
+def test_no_show_recommends_itself_through_the_item_item_path():
+    model = hybrid()
+    items = jnp.arange(30)[:, None]  # 30 one-show profiles [30, 1]
+    scores = np.asarray(model.linear_scores(items, jnp.ones((30, 1), bool)))  # [30, C]
+    np.testing.assert_array_equal(np.diag(scores), 0.0)
+    assert np.abs(scores).sum() > 0
+
+
+def test_sparse_gather_dense_product_and_dense_reference_agree():
+    model = hybrid()
+    rng = np.random.default_rng(1)
+    items = jnp.asarray(np.stack([rng.permutation(30)[:8] for _ in range(3)]))  # [3, 8]
+    mask = jnp.asarray(rng.random((3, 8)) < 0.8)
+    values = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+    gathered = np.asarray(model.linear_scores(items, mask))
+    present = np.zeros((3, 30), np.float32)
+    for row in range(3):
+        present[row, np.asarray(items[row])[np.asarray(mask[row])]] = 1.0
+    np.testing.assert_allclose(gathered, present @ np.asarray(model.item_item[...]), rtol=1e-5, atol=1e-5)
+    sparse_logits, _ = model(items, values, mask)
+    dense_logits, _ = model.forward_dense(model.to_dense(items, values, mask))
+    np.testing.assert_allclose(np.asarray(sparse_logits), np.asarray(dense_logits), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(sparse_logits), gathered, rtol=1e-5, atol=1e-5)  # presence scale 0
