@@ -39,7 +39,7 @@ def test_concurrent_callers_get_their_own_answers(recommenders):
     requests = [request(k) for k in range(24)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(batcher.submit, requests))
-    assert answers == [model.recommend(r) for r in requests]
+    assert same_answers(answers, [model.recommend(r) for r in requests])
     assert batcher.batches >= len(requests) / 4
 
 
@@ -66,7 +66,7 @@ def test_requests_arriving_during_a_batch_form_the_next_one(recommenders):
         first_batch_may_run.set()
         answers = [leader.result(), *(f.result() for f in followers)]
     assert batcher.batches == 2  # one lone request, then the seven that queued behind it
-    assert answers == [model.recommend(r) for r in requests]
+    assert same_answers(answers, [model.recommend(r) for r in requests])
 
 
 def test_a_bad_profile_fails_alone(recommenders):
@@ -94,9 +94,21 @@ def test_swap_serves_the_new_model_from_the_next_batch(recommenders):
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(batcher.submit, [request(k) for k in range(8)]))
     assert all(a.model.version == new.version for a in answers)
-    assert answers == [new.recommend(request(k)) for k in range(8)]
+    assert same_answers(answers, [new.recommend(request(k)) for k in range(8)])
     served = {"model": old}
     follower = RequestBatcher(lambda: served["model"])
     assert follower.submit(request(6)).model.version == old.version
     served["model"] = new  # a service swapping its attribute
     assert follower.submit(request(6)) == new.recommend(request(6))
+
+
+def same_answers(got, expected) -> bool:
+    """Equal shows in order and scores equal up to rounding (XLA may fuse per batch shape)."""
+    if len(got) != len(expected):
+        return False
+    for a, b in zip(got, expected, strict=True):
+        if [r.anime_id for r in a.recommendations] != [r.anime_id for r in b.recommendations]:
+            return False
+        if [r.score for r in a.recommendations] != pytest.approx([r.score for r in b.recommendations], rel=1e-6):
+            return False
+    return True
