@@ -62,7 +62,8 @@ def test_the_whole_loop(platform):
     population, simulator, prefect, tmp_path = platform
     home, store_dir = tmp_path / "home", tmp_path / "model-store"
     crawl_params = CrawlParameters(usernames=population.usernames(), discover_online=False, shared_rate_limit=False)
-    lenient_latency = EvaluatePromoteParameters(rules=GateRules(max_forward_latency_ms=10_000))
+    # A mechanics test: a 300-step tiny model on 20 test users is not held to quality bars.
+    lenient_latency = EvaluatePromoteParameters(rules=GateRules(max_forward_latency_ms=10_000, ease_tolerance=1.0))
     with temporary_settings({PREFECT_API_URL: prefect.api_url}):
         outcome = pipeline_flow(PipelineParameters(
             crawl=crawl_params, retrain=RetrainParameters(config="tiny"), promotion=lenient_latency,
