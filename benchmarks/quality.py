@@ -106,7 +106,11 @@ def main(
             record("model", ModelEvaluator(result.model, rating_weight=DEFAULT_RATING_WEIGHT).evaluate(test))
             record(f"model (w = {OTHER_RATING_WEIGHT})",
                    ModelEvaluator(result.model, rating_weight=OTHER_RATING_WEIGHT).evaluate(test))
-            runs.append({"snapshot": snapshot.snapshot_id, "steps": result.steps, "best_step": result.best_step,
+            by_weight = {  # the ranking-weight choice, on validation users
+                str(w): ModelEvaluator(result.model, rating_weight=w, latency_runs=1).evaluate(validation)["ndcg@100"]
+                for w in (DEFAULT_RATING_WEIGHT, OTHER_RATING_WEIGHT)
+            }
+            runs.append({"snapshot": snapshot.snapshot_id, "validation_ndcg_by_rating_weight": by_weight, "steps": result.steps, "best_step": result.best_step,
                          "stopped_by": result.stopped_by, "train_wall_s": wall, "item_item": result.item_item,
                          "validation": result.validation, "examples_per_s": result.examples_per_s})
             print(f"seed {snapshot.manifest.config.seed}: {runs[-1]}", flush=True)

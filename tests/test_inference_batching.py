@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from inference_helpers import build_artifacts
+from inference_helpers import build_artifacts, same_answers
 
 from sprout.inference.batching import RequestBatcher
 from sprout.inference.engine import Recommender
@@ -100,15 +100,3 @@ def test_swap_serves_the_new_model_from_the_next_batch(recommenders):
     assert follower.submit(request(6)).model.version == old.version
     served["model"] = new  # a service swapping its attribute
     assert follower.submit(request(6)) == new.recommend(request(6))
-
-
-def same_answers(got, expected) -> bool:
-    """Equal shows in order and scores equal up to rounding (XLA may fuse per batch shape)."""
-    if len(got) != len(expected):
-        return False
-    for a, b in zip(got, expected, strict=True):
-        if [r.anime_id for r in a.recommendations] != [r.anime_id for r in b.recommendations]:
-            return False
-        if [r.score for r in a.recommendations] != pytest.approx([r.score for r in b.recommendations], rel=1e-6):
-            return False
-    return True

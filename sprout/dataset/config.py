@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class DatasetConfig(BaseModel):
-    """How a snapshot is cut from the store (DESIGN §4)."""
+    """How a snapshot is cut from the store (docs/design.md §4)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

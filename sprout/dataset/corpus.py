@@ -1,4 +1,4 @@
-"""The corpus: the shows a model knows, most-listed first (DESIGN §4).
+"""The corpus: the shows a model knows, most-listed first (docs/design.md §4).
 
 Counted in SQL over every list row (all users, all statuses) up to the snapshot cutoff, minus
 shows whose age rating is excluded; shows without metadata are kept (they have no rating).

@@ -1,4 +1,4 @@
-"""Entry rules and hybrid rating normalisation: the one implementation (DESIGN §4).
+"""Entry rules and hybrid rating normalisation: the one implementation (docs/design.md §4).
 
 Training builds snapshots with it and serving applies it to a single incoming profile, so the
 two can never disagree on which entries count or what a score means. Everything works on a CSR

@@ -1,4 +1,4 @@
-"""Strong-generalisation splits (DESIGN §4): disjoint validation and test users, the rest train,
+"""Strong-generalisation splits (docs/design.md §4): disjoint validation and test users, the rest train,
 and for each held-out user a seeded fold-in / held-out split of their entries.
 
 Deterministic given the seed and the set of users: callers pass users sorted by name, so the

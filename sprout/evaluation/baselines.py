@@ -1,4 +1,4 @@
-"""Baselines scored on the same held-out users as the model (DESIGN §7).
+"""Baselines scored on the same held-out users as the model (docs/design.md §7).
 
 Ranking: popularity (training list counts) and EASE (Steck 2019), whose closed form is
 ``B = I - P diag(1/diag P)``, ``P = (XᵀX + λI)⁻¹`` with a zero diagonal. Ratings: each user's

@@ -1,4 +1,4 @@
-"""The promotion gate: a pure decision over metric dicts, every number kept (DESIGN §7).
+"""The promotion gate: a pure decision over metric dicts, every number kept (docs/design.md §7).
 
 A check passes only on a finite value that meets its threshold, so a NaN metric (a broken model,
 a missing number) can never let a model through. Without a champion only the absolute checks

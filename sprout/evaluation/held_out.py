@@ -1,4 +1,4 @@
-"""Held-out users of one split, gathered once and shared by every evaluator (DESIGN §7).
+"""Held-out users of one split, gathered once and shared by every evaluator (docs/design.md §7).
 
 Each validation or test user's profile is cut into fold-in entries (the model's input) and
 held-out entries (what it should predict). Dense ``[U, C]`` masks are fine at evaluation sizes

@@ -1,4 +1,4 @@
-"""Serving: the inference engine behind the HTTP service (DESIGN §6).
+"""Serving: the inference engine behind the HTTP service (docs/design.md §6).
 
 - `requests`, `errors`: the request/response models (also the HTTP schema) and client errors;
 - `engine.Recommender`: a model artifact loaded for serving — recommend, explain, batches;

@@ -1,4 +1,4 @@
-"""Leave-one-out explanations from the held-out scores (DESIGN §6); pure numpy.
+"""Leave-one-out explanations from the held-out scores (docs/design.md §6); pure numpy.
 
 Given the candidates' scores with the whole profile (``base [K]``) and with each entry held out
 (``held [n, K]``), the drop ``base - held`` says how much a candidate owes to an entry:

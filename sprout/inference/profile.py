@@ -1,4 +1,4 @@
-"""An incoming profile made model-ready with exactly the training rules (DESIGN §4).
+"""An incoming profile made model-ready with exactly the training rules (docs/design.md §4).
 
 `sprout.dataset.features.profile_features` — the function that built the training snapshot —
 applies the entry rules, maps shows into the corpus, keeps the last listing of a duplicated show

@@ -1,4 +1,4 @@
-"""Ranking scores, the niche boost and candidate selection (DESIGN §6); pure numpy.
+"""Ranking scores, the niche boost and candidate selection (docs/design.md §6); pure numpy.
 
 The score of a show is ``p^w * max(r + 1, 0.001)^(1 - w)`` (``p`` presence probability, ``r``
 predicted normalised rating, ``w`` the rating weight), multiplied by the niche boost

@@ -194,10 +194,10 @@ class Autoencoder(nnx.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """Dense input x [B, 2C] -> (presence logits [B, C], ratings [B, C]); reference for tests."""
         logits, ratings = self.outputs_from_preactivation(self.preactivation_dense(x), train=train, noise_key=noise_key)
-        if not self.config.item_item:
-            return logits, ratings
-        present = x[:, : self.config.corpus_size].astype(jnp.float32)  # [B, C]
-        return self.blend(logits, present @ self.item_item[...]), ratings
+        if self.config.item_item:
+            present = x[:, : self.config.corpus_size].astype(jnp.float32)  # [B, C]
+            logits = self.blend(logits, present @ self.item_item[...])
+        return logits, ratings
 
     def to_dense(self, items: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
         """Sparse profile [B, L] -> the dense input [B, 2C] it stands for."""

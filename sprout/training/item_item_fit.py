@@ -11,7 +11,7 @@ Both choices are made on validation users with the evaluator the gate uses:
 
 Training the deep path jointly with ``B`` (a residual on top of a frozen or learned scale) was
 measured worse than either path alone on real data: the softmax loss pulls the deep path towards
-calibrating the linear scores rather than adding what they miss.
+calibrating the linear scores rather than adding what they miss (docs/design.md §5).
 """
 
 from __future__ import annotations
@@ -34,12 +34,17 @@ from sprout.model.item_item import edlae_weights
 RANKING_METRIC = "ndcg@100"
 
 
+def _ranked(metrics: dict[str, float]) -> float:
+    """NDCG@100 as a sort key: NaN (a broken candidate) ranks below everything."""
+    return float(np.nan_to_num(metrics[RANKING_METRIC], nan=-1.0))
+
+
 @dataclass(frozen=True)
 class ItemItemFit:
     weights: np.ndarray  # B [C, C] float32, zero diagonal
     l2: float
     dropout: float
-    validation_ndcg: dict[str, float] = field(default_factory=dict)  # "λ=…,p=…" -> NDCG@100
+    validation_ndcg: dict[str, float] = field(default_factory=dict)  # "l2=…,p=…" -> NDCG@100
 
 
 def fit_item_item(
@@ -48,18 +53,15 @@ def fit_item_item(
     """The closed-form B whose ``x B`` has the best validation NDCG@100 (earlier grid point on ties)."""
     gram = gram_matrix(train, users.corpus_size)  # [C, C]
     fold_in = users.fold_in.astype(np.float32)  # [U, C]
-    best: ItemItemFit | None = None
-    best_ndcg = -np.inf
-    ndcgs: dict[str, float] = {}
+    best, best_key, ndcgs = None, -np.inf, {}
     for l2 in l2_grid:
         for dropout in dropout_grid:
             weights = edlae_weights(gram, l2, dropout)
-            ndcg = ranking_metrics(fold_in @ weights, users)[RANKING_METRIC]
-            ndcgs[f"l2={l2:g},p={dropout:g}"] = ndcg
-            if np.nan_to_num(ndcg, nan=-1.0) > best_ndcg:
-                best_ndcg, best = np.nan_to_num(ndcg, nan=-1.0), ItemItemFit(weights, l2, dropout)
-    assert best is not None, "empty (λ, p) grid"
-    return ItemItemFit(best.weights, best.l2, best.dropout, ndcgs)
+            metrics = ranking_metrics(fold_in @ weights, users)
+            ndcgs[f"l2={l2:g},p={dropout:g}"] = metrics[RANKING_METRIC]
+            if _ranked(metrics) > best_key:
+                best, best_key = (weights, l2, dropout), _ranked(metrics)
+    return ItemItemFit(*best, validation_ndcg=ndcgs)
 
 
 def with_item_item(deep: Autoencoder, config: ModelConfig, weights: np.ndarray) -> Autoencoder:
@@ -75,21 +77,28 @@ def set_blend(model: Autoencoder, presence_scale: float, linear_scale: float) ->
     model.linear_scale.value = jnp.asarray(linear_scale, jnp.float32)
 
 
+@dataclass(frozen=True)
+class Blend:
+    presence_scale: float
+    linear_scale: float
+    metrics: dict[str, float]  # the chosen blend's validation ranking metrics
+    validation_ndcg: dict[str, float]  # "a=…,s=…" -> NDCG@100 of every candidate
+
+
 def choose_blend(
     model: Autoencoder, users: HeldOutUsers, linear_scales: tuple[float, ...], rating_weight: float
-) -> tuple[tuple[float, float], dict[str, float]]:
-    """Set and return the (presence, linear) scales with the best validation NDCG@100, and every NDCG.
+) -> Blend:
+    """Set the (presence, linear) scales with the best validation NDCG@100 and describe the choice.
 
     Candidates: (1, s) for each s (s = 0 is the deep path alone) and (0, s) for s > 0 (B alone).
     """
     candidates = [(1.0, s) for s in linear_scales] + [(0.0, s) for s in linear_scales if s > 0]
-    ndcgs: dict[str, float] = {}
-    best, best_ndcg = candidates[0], -np.inf
+    best, best_key, ndcgs = None, -np.inf, {}
     for presence_scale, linear_scale in candidates:
         set_blend(model, presence_scale, linear_scale)
-        ndcg = np.nan_to_num(ranking_quality(model, users, rating_weight)[RANKING_METRIC], nan=-1.0)
-        ndcgs[f"a={presence_scale:g},s={linear_scale:g}"] = float(ndcg)
-        if ndcg > best_ndcg:
-            best, best_ndcg = (presence_scale, linear_scale), ndcg
-    set_blend(model, *best)
-    return best, ndcgs
+        metrics = ranking_quality(model, users, rating_weight)
+        ndcgs[f"a={presence_scale:g},s={linear_scale:g}"] = metrics[RANKING_METRIC]
+        if _ranked(metrics) > best_key:
+            best, best_key = (presence_scale, linear_scale, metrics), _ranked(metrics)
+    set_blend(model, best[0], best[1])
+    return Blend(*best, validation_ndcg=ndcgs)

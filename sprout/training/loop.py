@@ -25,18 +25,18 @@ import numpy as np
 from flax import nnx
 
 from sprout.dataset.snapshot_format import Snapshot
-from sprout.model.autoencoder import Autoencoder, parameter_count
-from sprout.model.config import ModelConfig
-from sprout.training.batches import make_batch
-from sprout.training.checkpoints import Checkpoints
-from sprout.training.config import TrainConfig
-from sprout.training.step import lr_scale, make_optimizer, train_step
-from sprout.training.tracking import NullTracker, Tracker
 from sprout.evaluation.baselines import PopularityEvaluator
 from sprout.evaluation.held_out import HeldOutUsers, held_out_users_from_splits
 from sprout.evaluation.model_scores import ranking_quality
+from sprout.model.autoencoder import Autoencoder, parameter_count
+from sprout.model.config import ModelConfig
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
+from sprout.training.batches import make_batch
+from sprout.training.checkpoints import Checkpoints
+from sprout.training.config import TrainConfig
 from sprout.training.item_item_fit import choose_blend, fit_item_item, with_item_item
+from sprout.training.step import lr_scale, make_optimizer, train_step
+from sprout.training.tracking import NullTracker, Tracker
 
 Progress = Callable[[int, int, dict], None]
 
@@ -57,16 +57,25 @@ class TrainResult:
     examples_per_s: float
     resumed_from: int
     history: list[dict[str, float]] = field(default_factory=list)
-    item_item: dict[str, float | str] = field(default_factory=dict)  # fitted λ, p and blend, when used
+    item_item: dict[str, float] = field(default_factory=dict)  # fitted λ, p and blend, when used
 
 
 VALIDATION_KEYS = ("recall@20", "recall@50", "ndcg@100")
 
 
+def validation_keys(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"val/{name}": metrics[name] for name in VALIDATION_KEYS}
+
+
 def validation_metrics(model: Autoencoder, users: HeldOutUsers) -> dict[str, float]:
     """``val/<metric>`` of the model on validation users, from the gate's evaluator."""
-    metrics = ranking_quality(model, users, DEFAULT_RATING_WEIGHT)
-    return {f"val/{name}": metrics[name] for name in VALIDATION_KEYS}
+    return validation_keys(ranking_quality(model, users, DEFAULT_RATING_WEIGHT))
+
+
+def recorded_validation(history: list[dict[str, float]], step: int) -> dict[str, float]:
+    """The ``val/`` figures logged at ``step`` (empty when that step was not validated)."""
+    row = next((h for h in history if h["step"] == step), {})
+    return {key: value for key, value in row.items() if key.startswith("val/")}
 
 
 def batch_rows(n_users: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -179,20 +188,19 @@ def train(
     steps = step + 1 if config.max_steps > start else start
     nnx.update(model, best_params if best_step else params)
 
-    item_item: dict[str, float | str] = {}
+    item_item: dict[str, float] = {}
+    validation = recorded_validation(history, best_step or steps)
     if model_config.item_item:
         if users is None:
             raise ValueError("the item-item path is fitted on validation users; the snapshot has none")
         fit = fit_item_item(train_split, users, config.item_item_l2, config.item_item_dropout)
         model = with_item_item(model, model_config, fit.weights)
-        (presence_scale, linear_scale), blends = choose_blend(
-            model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT
-        )
-        item_item = {"l2": fit.l2, "dropout": fit.dropout, "presence_scale": presence_scale,
-                     "linear_scale": linear_scale, "deep_alone_ndcg@100": blends["a=1,s=0"],
+        blend = choose_blend(model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT)
+        item_item = {"l2": fit.l2, "dropout": fit.dropout, "presence_scale": blend.presence_scale,
+                     "linear_scale": blend.linear_scale, "deep_alone_ndcg@100": blend.validation_ndcg["a=1,s=0"],
                      "item_item_alone_ndcg@100": max(fit.validation_ndcg.values())}
         tracker.log({f"item_item/{k}": v for k, v in item_item.items()}, step=steps)
-    validation = validation_metrics(model, users) if users is not None else {}
+        validation = validation_keys(blend.metrics)
     return TrainResult(
         model=model, steps=steps, stopped_by=stopped_by, best_step=best_step, final=last, validation=validation,
         popularity_ndcg=baseline, examples_per_s=examples / timed if timed else 0.0, resumed_from=start,
