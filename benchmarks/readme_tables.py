@@ -35,13 +35,14 @@ def quality_table(result: dict) -> str:
     for method, figures in result["figures"].items():
         label = LABELS.get(method, method)
         if method == "model":
-            label = f"model, default recipe (w = {result['rating_weight']:g})"
+            label = f"model, default recipe (w = {result['rating_weight']:g}, the default)"
+        elif method.startswith("model (w = "):
+            label = "model, default recipe " + method.removeprefix("model ")
         lines.append(f"| {label} | " + " | ".join(cell(figures.get(key)) for _, key in COLUMNS) + " |")
     runs = result.get("runs", [])
     lines.append("")
     lines.append(
-        f"anime-5k, seeds {', '.join(map(str, result['seeds']))}, test users, mean ± standard error; "
-        f"commit `{result['commit'][:10]}`, {result['date'][:10]}, {result['cpu']['model']} ({result['cpu']['cores']} cores)."
+        f"anime-5k, seeds {', '.join(map(str, result['seeds']))}, test users, mean ± standard error; " + provenance(result)
     )
     if runs:
         blends = "; ".join(
@@ -50,7 +51,56 @@ def quality_table(result: dict) -> str:
             for r in runs
         )
         lines.append(f"Chosen on validation users per seed: {blends}.")
+        weights = runs[0].get("validation_ndcg_by_rating_weight", {})
+        if weights:
+            means = {w: sum(r["validation_ndcg_by_rating_weight"][w] for r in runs) / len(runs) for w in weights}
+            lines.append("Validation NDCG@100 by rating weight (mean over seeds): "
+                         + ", ".join(f"w = {w}: {number(v)}" for w, v in means.items()) + ".")
     return "\n".join(lines)
+
+
+def provenance(result: dict) -> str:
+    return (f"commit `{result['commit'][:10]}`, {result['date'][:10]}, {result['cpu']['model']} "
+            f"({result['cpu']['cores']} cores).")
+
+
+def serving_table(result: dict) -> str:
+    figures, baselines = result["figures"], result["baselines"]
+    recommend, explain = figures["recommend_ms"], figures["explain_ms"]
+    deep_recommend, deep_explain = baselines["deep_alone_recommend_ms"], baselines["deep_alone_explain_ms"]
+    load, engine = figures["recommend_8_clients"], figures["engine_explain_ms"]
+    rows = [
+        ("`/recommend` p50 / p99", f"{recommend['p50']:.1f} / {recommend['p99']:.1f} ms",
+         f"{deep_recommend['p50']:.1f} / {deep_recommend['p99']:.1f} ms",
+         f"naive dense engine {baselines['naive_recommend_ms_p50']:.1f} ms in-process"),
+        ("`/explain` p50 / p99", f"{explain['p50']:.0f} / {explain['p99']:.0f} ms",
+         f"{deep_explain['p50']:.0f} / {deep_explain['p99']:.0f} ms",
+         f"naive engine {baselines['naive_explain_ms_p50'] / 1000:.1f} s "
+         f"({baselines['naive_explain_ms_p50'] / explain['p50']:.0f}× over HTTP)"),
+        ("`/recommend` at 8 concurrent clients", f"{load['requests_per_s']:.0f} requests/s, {load['failed']} errors",
+         "—", ""),
+        ("explanations on 1 vs 2 CPU devices", f"{engine['devices_1']:.0f} vs {engine['devices_2']:.0f} ms", "—", ""),
+        ("XLA compilations after warm-up", str(figures["compilations_after_warm_up"]), "—", ""),
+    ]
+    lines = ["| figure | hybrid (served) | deep network alone | baseline |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {value} | {deep} | {note} |" for name, value, deep, note in rows]
+    lines += ["", f"Server ready {result['notes']['server_start_to_ready_s']:.0f} s after start (load and warm-up); "
+              + provenance(result)]
+    return "\n".join(lines)
+
+
+def quality_http_table(result: dict) -> str:
+    served, ease = result["figures"]["served"], result["baselines"]["ease"]
+    keys = ("recall@20", "recall@50", "ndcg@100")
+    return "\n".join([
+        "| over HTTP, users never in training | R@20 | R@50 | NDCG@100 |",
+        "| --- | --- | --- | --- |",
+        "| `POST /recommend`, default options | " + " | ".join(number(served[k]) for k in keys) + " |",
+        f"| EASE (λ {result['baselines']['ease_lambda']:g}), same users | " + " | ".join(number(ease[k]) for k in keys) + " |",
+        "",
+        f"anime-5k seed {result['seed']}, {result['users']} test users, top {result['top_k']}, request p50 "
+        f"{result['figures']['request_p50_ms']:.1f} ms; " + provenance(result),
+    ])
 
 
 def replace_between(text: str, name: str, body: str) -> str:
@@ -65,6 +115,12 @@ def main() -> None:
     quality = RESULTS / "quality.json"
     if quality.is_file():
         text = replace_between(text, "quality", quality_table(json.loads(quality.read_text())))
+    quality_http = RESULTS / "quality_http.json"
+    if quality_http.is_file():
+        text = replace_between(text, "quality_http", quality_http_table(json.loads(quality_http.read_text())))
+    serving = RESULTS / "serving.json"
+    if serving.is_file():
+        text = replace_between(text, "serving", serving_table(json.loads(serving.read_text())))
     README.write_text(text)
 
 

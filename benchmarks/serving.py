@@ -1,10 +1,13 @@
 """Serving latency and throughput over HTTP at the default model size (55.5M parameters).
 
 Setup (not timed): a synthetic population → DuckDB → snapshot (6,000-show corpus) → a
-random-weight default-size model, registered and promoted in a temporary model store, served by
-`sprout serve` on 127.0.0.1. A 300-entry profile is sent to /recommend and /explain.
+random-weight reference-width model with the item-item path (a random zero-diagonal B), registered
+and promoted in a temporary model store, served by `sprout serve` on 127.0.0.1. A 300-entry
+profile is sent to /recommend and /explain.
 
 Measured in the same run:
+- the same model without the item-item path (the deep network alone): /recommend and /explain
+  p50/p99 over HTTP, the cost the item-item path adds;
 - /recommend and /explain p50/p99 over HTTP, one client at a time;
 - /recommend throughput and p50/p99 with 8 concurrent clients;
 - XLA compilations after warm-up (the ``X-Sprout-Compilations`` header of GET /model);
@@ -17,6 +20,8 @@ Measured in the same run:
 Goals: /recommend p50 <= 15 ms; /explain p50 <= 150 ms and >= 2.5x faster than naive.
 
     uv run python benchmarks/serving.py [--requests 200] [--explains 30] [--users 3000]
+
+Writes ``benchmarks/results/serving.json``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ PROFILE_LENGTH = 300
 DATASET_HASH = "be" * 32
 
 
-def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> tuple[Path, str, Path]:
-    """A model store with one promoted default-size model on a 6,000-show synthetic corpus.
+def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> dict[bool, tuple[Path, str, Path]]:
+    """Two model stores on one 6,000-show synthetic corpus, each with one promoted default-size
+    model: with the item-item path (key True) and without it (key False), same deep weights.
 
-    Returns (store folder, version, artifact folder in the store).
+    Returns {item_item: (store folder, version, artifact folder in the store)}.
     """
+    import jax.numpy as jnp
     from flax import nnx
 
     from bentos.registry import ModelRegistry
@@ -62,12 +69,21 @@ def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> tuple[P
         load_population(store, population, population.now)
     build_dataset(home, home / "sprout.duckdb", get_preset("default"), population.now.date())
     snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
-    model = Autoencoder(ModelConfig(corpus_size=len(snapshot.corpus.anime_ids)), nnx.Rngs(seed))
-    _, folder = write_model_artifact(home / "models", model, snapshot, {"metrics": {}})
-    registry = ModelRegistry(home / "bentoml" / "models")
-    version = registry.register(folder, dataset_hash=DATASET_HASH, wandb_run_id=None, metrics={})
-    registry.promote(version, "benchmark")
-    return registry.store_dir, version, registry.artifact_path(version)
+    size = len(snapshot.corpus.anime_ids)
+    stores = {}
+    for item_item in (False, True):
+        model = Autoencoder(ModelConfig(corpus_size=size, item_item=item_item), nnx.Rngs(seed))
+        if item_item:
+            weights = np.random.default_rng(seed).normal(0.0, 0.01, (size, size)).astype(np.float32)
+            np.fill_diagonal(weights, 0.0)
+            model.item_item.value = jnp.asarray(weights)
+            model.linear_scale.value = jnp.asarray(1.0, jnp.float32)
+        _, folder = write_model_artifact(home / f"models-{item_item}", model, snapshot, {"metrics": {}})
+        registry = ModelRegistry(home / f"bentoml-{item_item}" / "models")
+        version = registry.register(folder, dataset_hash=DATASET_HASH, wandb_run_id=None, metrics={})
+        registry.promote(version, "benchmark")
+        stores[item_item] = (registry.store_dir, version, registry.artifact_path(version))
+    return stores
 
 
 def benchmark_profile(corpus_ids: np.ndarray, length: int = PROFILE_LENGTH, seed: int = 1) -> list[dict]:
@@ -247,18 +263,27 @@ def main(
         probe_sharding(probe, probe_body, explains)
         return
     from bentos.local_server import LocalServer
+    from results import write_result
 
     home = Path(tempfile.mkdtemp(prefix="sprout-serving-bench-"))
-    store_dir, version, artifact = default_model_store(home, users)
+    stores = default_model_store(home, users)
+    store_dir, version, artifact = stores[True]
     corpus_ids = np.asarray(json.loads((artifact / "corpus.json").read_text())["anime_ids"])
     profile = benchmark_profile(corpus_ids)
     recommend_body = {"profile": profile, "top_k": 50, "hide_unwatched_sequels": False}
     explain_body = {"profile": profile, "top_k": 20, "hide_unwatched_sequels": False}
     rows: list[tuple[str, str, str]] = []
 
+    deep_store = stores[False][0]
+    with LocalServer(deep_store, home / "serve-deep.log", ready_timeout_s=1200) as server:
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            deep_recommend = percentiles(time_calls(lambda: http.post("/recommend", json=recommend_body), requests))
+            deep_explain = percentiles(time_calls(lambda: http.post("/explain", json=explain_body), explains))
+
     started = time.perf_counter()
     with LocalServer(store_dir, home / "serve.log", ready_timeout_s=1200) as server:
-        rows.append(("server start to ready (load + warm-up)", f"{time.perf_counter() - started:.1f} s", ""))
+        ready_s = time.perf_counter() - started
+        rows.append(("server start to ready (load + warm-up)", f"{ready_s:.1f} s", ""))
         with httpx.Client(base_url=server.url, timeout=300) as http:
             def post(path: str, body: dict) -> None:
                 response = http.post(path, json=body)
@@ -270,6 +295,9 @@ def main(
             loaded = percentiles(latencies)
             compilations = http.get("/model").headers["X-Sprout-Compilations"]
     rows += [
+        ("deep network alone: HTTP /recommend p50 / p99", f"{deep_recommend[0]:.1f} / {deep_recommend[1]:.1f} ms",
+         "same weights, no item-item path"),
+        ("deep network alone: HTTP /explain p50 / p99", f"{deep_explain[0]:.1f} / {deep_explain[1]:.1f} ms", ""),
         ("HTTP /recommend p50 / p99 (1 client)", f"{recommend[0]:.1f} / {recommend[1]:.1f} ms", "goal p50 <= 15 ms"),
         ("HTTP /explain p50 / p99 (1 client)", f"{explain[0]:.1f} / {explain[1]:.1f} ms", "goal p50 <= 150 ms"),
         ("HTTP /recommend, 8 clients", f"{answered / elapsed:.1f} req/s, p50 {loaded[0]:.1f} / p99 {loaded[1]:.1f} ms",
@@ -301,6 +329,25 @@ def main(
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:<38} {note}")
     print(f"  all figures from this run on this machine ({os.cpu_count()} cores)")
+    path = write_result("serving", {
+        "model": "reference widths with the item-item path (random weights)", "corpus_size": len(corpus_ids),
+        "profile_length": PROFILE_LENGTH,
+        "figures": {
+            "recommend_ms": {"p50": recommend[0], "p99": recommend[1]},
+            "explain_ms": {"p50": explain[0], "p99": explain[1]},
+            "recommend_8_clients": {"requests_per_s": answered / elapsed, "failed": failed,
+                                    "p50_ms": loaded[0], "p99_ms": loaded[1]},
+            "compilations_after_warm_up": int(compilations),
+            "engine_explain_ms": {"p50": engine, "devices_1": sharded[1], "devices_2": sharded[2]},
+        },
+        "baselines": {
+            "deep_alone_recommend_ms": {"p50": deep_recommend[0], "p99": deep_recommend[1]},
+            "deep_alone_explain_ms": {"p50": deep_explain[0], "p99": deep_explain[1]},
+            "naive_recommend_ms_p50": naive_recommend, "naive_explain_ms_p50": naive_explain,
+        },
+        "notes": {"server_start_to_ready_s": ready_s},
+    })
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

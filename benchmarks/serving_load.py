@@ -76,7 +76,7 @@ def main(
     from bentos.local_server import LocalServer
 
     home = Path(tempfile.mkdtemp(prefix="sprout-serving-load-"))
-    store_dir, _, artifact = default_model_store(home, users)
+    store_dir, _, artifact = default_model_store(home, users)[True]
     corpus_ids = np.asarray(json.loads((artifact / "corpus.json").read_text())["anime_ids"])
     with LocalServer(store_dir, home / "serve.log", workers=workers, ready_timeout_s=1200) as server:
         run_load(server.url, corpus_ids, clients, seconds)
