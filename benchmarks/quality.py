@@ -8,9 +8,13 @@ made on that seed's validation users; EASE's λ is tuned on the same validation 
 users are scored once. The model is reported at the default rating weight and at the other
 reported weight (0.3: favours shows the user would rate highly).
 
+At larger scale, in the same run: a synthetic population of ``--synthetic-users`` users from the
+simulator (default 25,000; the default dataset rules keep the users with at least 30 counted
+entries), one split seed, the same comparison against EASE and the rating baselines.
+
 Writes ``benchmarks/results/quality.json``; ``benchmarks/readme_tables.py`` puts it in README.
 
-    uv run python benchmarks/quality.py [--data ../shared/data/anime-5k] [--seeds 98765,1,2]
+    uv run python benchmarks/quality.py [--data ../shared/data/anime-5k] [--seeds 98765,1,2] [--synthetic-users 25000]
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from results import write_result
 from sprout.dataset.config import DatasetConfig
 from sprout.dataset.snapshot import build_snapshot
 from sprout.dataset.snapshot_format import Snapshot, load_snapshot
+from sprout.dataset.synthetic import load_population
 from sprout.evaluation.baselines import standard_baselines
 from sprout.evaluation.held_out import held_out_users
 from sprout.evaluation.model_scores import ModelEvaluator
+from sprout.malsim.population import Population
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
 from sprout.presets import get_preset
 from sprout.store import Store
@@ -50,6 +56,7 @@ def dataset_config(seed: int, corpus_size: int) -> DatasetConfig:
 
 
 def build_snapshots(data: Path, home: Path, seeds: list[int]) -> list[Snapshot]:
+    home.mkdir(parents=True)
     db = home / "sprout.duckdb"
     with Store.open(db) as store:
         import_anime5k(store, data, now=datetime.now(UTC))
@@ -60,6 +67,16 @@ def build_snapshots(data: Path, home: Path, seeds: list[int]) -> list[Snapshot]:
             manifest = build_snapshot(store, home / "snapshots", dataset_config(seed, n_shows), SNAPSHOT_DATE)
             snapshots.append(load_snapshot(home / "snapshots" / manifest.snapshot_id))
     return snapshots
+
+
+def synthetic_snapshot(home: Path, users: int, seed: int) -> Snapshot:
+    """A simulated population bulk-loaded into a store, then the default dataset rules."""
+    home.mkdir(parents=True)
+    population = Population.synthetic(users, seed=seed)
+    with Store.open(home / "sprout.duckdb") as store:
+        load_population(store, population, population.now)
+    manifest = build_snapshot(home / "sprout.duckdb", home / "snapshots", DatasetConfig(seed=seed), population.now.date())
+    return load_snapshot(home / "snapshots" / manifest.snapshot_id)
 
 
 def default_recipe(snapshot: Snapshot):
@@ -74,59 +91,85 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"mean": float(array.mean()), "se": se, "per_seed": [float(v) for v in array]}
 
 
+def compare(snapshot: Snapshot, folder: Path, max_steps: int, record) -> dict:
+    """Baselines and the default recipe on one snapshot's test users; returns the run's facts."""
+    test, validation = held_out_users(snapshot, "test"), held_out_users(snapshot, "validation")
+    for evaluator in standard_baselines(snapshot.split("train"), validation):
+        record(evaluator.name, evaluator.evaluate(test))
+    model_config, train_config = default_recipe(snapshot)
+    if max_steps:
+        train_config = train_config.model_copy(update={"max_steps": max_steps})
+    began = time.perf_counter()
+    result = train(snapshot, model_config, train_config, folder)
+    wall = time.perf_counter() - began
+    record("model", ModelEvaluator(result.model, rating_weight=DEFAULT_RATING_WEIGHT).evaluate(test))
+    record(f"model (w = {OTHER_RATING_WEIGHT})",
+           ModelEvaluator(result.model, rating_weight=OTHER_RATING_WEIGHT).evaluate(test))
+    by_weight = {  # the ranking-weight choice, on validation users
+        str(w): ModelEvaluator(result.model, rating_weight=w, latency_runs=1).evaluate(validation)["ndcg@100"]
+        for w in (DEFAULT_RATING_WEIGHT, OTHER_RATING_WEIGHT)
+    }
+    return {"snapshot": snapshot.snapshot_id, "validation_ndcg_by_rating_weight": by_weight, "steps": result.steps,
+            "best_step": result.best_step, "stopped_by": result.stopped_by, "train_wall_s": wall,
+            "item_item": result.item_item, "validation": result.validation, "examples_per_s": result.examples_per_s,
+            "model_config": model_config.model_dump(mode="json")}
+
+
+def recorder(rows: dict[str, dict[str, list[float]]]):
+    def record(method: str, metrics: dict[str, float]) -> None:
+        for key in METRICS:
+            if key in metrics and math.isfinite(metrics[key]):
+                rows.setdefault(method, {}).setdefault(key, []).append(float(metrics[key]))
+    return record
+
+
+def figures_of(rows: dict[str, dict[str, list[float]]]) -> dict:
+    return {method: {key: summary(values) for key, values in metrics.items()} for method, metrics in rows.items()}
+
+
 def main(
     data: Path = typer.Option(DATA, help="Folder of the anime-5k data set."),
     seeds: str = typer.Option("98765,1,2", help="Split seeds, comma separated."),
     max_steps: int = typer.Option(0, help="Cap on training steps (0: the recipe's own stopping rule)."),
+    synthetic_users: int = typer.Option(25_000, help="Users of the simulated population (0: skip it)."),
+    synthetic_seed: int = typer.Option(5, help="Seed of the simulated population and its split."),
 ) -> None:
     if not (data / "anime_history.dat").is_file():
         raise typer.BadParameter(f"no anime-5k data at {data}")
     seed_list = [int(s) for s in seeds.split(",")]
     rows: dict[str, dict[str, list[float]]] = {}
-    runs = []
-
-    def record(method: str, metrics: dict[str, float]) -> None:
-        for key in METRICS:
-            if key in metrics and math.isfinite(metrics[key]):
-                rows.setdefault(method, {}).setdefault(key, []).append(float(metrics[key]))
+    synthetic_rows: dict[str, dict[str, list[float]]] = {}
+    runs, synthetic = [], None
 
     with tempfile.TemporaryDirectory(prefix="sprout-quality-") as scratch:
         home = Path(scratch)
-        snapshots = build_snapshots(data, home, seed_list)
+        snapshots = build_snapshots(data, home / "anime-5k", seed_list)
         for snapshot in snapshots:
-            test, validation = held_out_users(snapshot, "test"), held_out_users(snapshot, "validation")
-            for evaluator in standard_baselines(snapshot.split("train"), validation):
-                record(evaluator.name, evaluator.evaluate(test))
-            model_config, train_config = default_recipe(snapshot)
-            if max_steps:
-                train_config = train_config.model_copy(update={"max_steps": max_steps})
-            began = time.perf_counter()
-            result = train(snapshot, model_config, train_config, home / "runs" / snapshot.snapshot_id)
-            wall = time.perf_counter() - began
-            record("model", ModelEvaluator(result.model, rating_weight=DEFAULT_RATING_WEIGHT).evaluate(test))
-            record(f"model (w = {OTHER_RATING_WEIGHT})",
-                   ModelEvaluator(result.model, rating_weight=OTHER_RATING_WEIGHT).evaluate(test))
-            by_weight = {  # the ranking-weight choice, on validation users
-                str(w): ModelEvaluator(result.model, rating_weight=w, latency_runs=1).evaluate(validation)["ndcg@100"]
-                for w in (DEFAULT_RATING_WEIGHT, OTHER_RATING_WEIGHT)
-            }
-            runs.append({"snapshot": snapshot.snapshot_id, "validation_ndcg_by_rating_weight": by_weight, "steps": result.steps, "best_step": result.best_step,
-                         "stopped_by": result.stopped_by, "train_wall_s": wall, "item_item": result.item_item,
-                         "validation": result.validation, "examples_per_s": result.examples_per_s})
+            runs.append(compare(snapshot, home / "runs" / snapshot.snapshot_id, max_steps, recorder(rows)))
             print(f"seed {snapshot.manifest.config.seed}: {runs[-1]}", flush=True)
             print({m: {k: round(v[-1], 4) for k, v in r.items()} for m, r in rows.items()}, flush=True)
+        if synthetic_users:
+            snapshot = synthetic_snapshot(home / "synthetic", synthetic_users, synthetic_seed)
+            run = compare(snapshot, home / "runs" / "synthetic", max_steps, recorder(synthetic_rows))
+            synthetic = {"users": synthetic_users, "seed": synthetic_seed, "corpus_size": snapshot.manifest.corpus_size,
+                         "splits": {name: split.users for name, split in snapshot.manifest.splits.items()},
+                         "figures": figures_of(synthetic_rows), "run": run}
+            print(f"synthetic: {run}", flush=True)
 
     first = snapshots[0].manifest
-    figures = {method: {key: summary(values) for key, values in metrics.items()} for method, metrics in rows.items()}
+    figures = figures_of(rows)
     path = write_result("quality", {
         "data": "anime-5k", "seeds": seed_list, "corpus_size": first.corpus_size,
         "splits": {name: split.users for name, split in first.splits.items()},
-        "model_config": default_recipe(snapshots[0])[0].model_dump(mode="json"),
-        "rating_weight": DEFAULT_RATING_WEIGHT, "figures": figures, "runs": runs,
+        "model_config": runs[0]["model_config"],
+        "rating_weight": DEFAULT_RATING_WEIGHT, "figures": figures, "runs": runs, "synthetic": synthetic,
         "baselines": ["popularity", "ease", "user_mean", "item_mean"],
     })
     for method, metrics in figures.items():
         print(method, {k: f"{v['mean']:.4f} ± {v['se']:.4f}" for k, v in metrics.items()})
+    if synthetic:
+        for method, metrics in synthetic["figures"].items():
+            print("synthetic", method, {k: f"{v['mean']:.4f}" for k, v in metrics.items()})
     print(f"wrote {path}")
 
 

@@ -29,16 +29,21 @@ def cell(figure: dict | None) -> str:
     return number(figure["mean"]) if se is None or se != se else f"{number(figure['mean'])} ± {number(se)}"
 
 
-def quality_table(result: dict) -> str:
+def method_rows(result: dict, figures_by_method: dict) -> list[str]:
     lines = ["| method | " + " | ".join(name for name, _ in COLUMNS) + " |",
              "| --- |" + " --- |" * len(COLUMNS)]
-    for method, figures in result["figures"].items():
+    for method, figures in figures_by_method.items():
         label = LABELS.get(method, method)
         if method == "model":
             label = f"model, default recipe (w = {result['rating_weight']:g}, the default)"
         elif method.startswith("model (w = "):
             label = "model, default recipe " + method.removeprefix("model ")
         lines.append(f"| {label} | " + " | ".join(cell(figures.get(key)) for _, key in COLUMNS) + " |")
+    return lines
+
+
+def quality_table(result: dict) -> str:
+    lines = method_rows(result, result["figures"])
     runs = result.get("runs", [])
     lines.append("")
     lines.append(
@@ -56,6 +61,17 @@ def quality_table(result: dict) -> str:
             means = {w: sum(r["validation_ndcg_by_rating_weight"][w] for r in runs) / len(runs) for w in weights}
             lines.append("Validation NDCG@100 by rating weight (mean over seeds): "
                          + ", ".join(f"w = {w}: {number(v)}" for w, v in means.items()) + ".")
+    synthetic = result.get("synthetic")
+    if synthetic:
+        run, splits = synthetic["run"], synthetic["splits"]
+        chosen = run["item_item"]
+        lines += ["", f"At larger scale, same run: a simulated population of {synthetic['users']:,} users "
+                  f"({splits['train']:,} training users after the default dataset rules, corpus "
+                  f"{synthetic['corpus_size']:,}), split seed {synthetic['seed']}, {splits['test']} test users:", ""]
+        lines += method_rows(result, synthetic["figures"])
+        lines += ["", f"Chosen on validation users: λ {chosen.get('l2', 0):g}, p {chosen.get('dropout', 0):g}, "
+                  f"blend a={chosen.get('presence_scale', 0):g} s={chosen.get('linear_scale', 0):g}, "
+                  f"best step {run['best_step']}, {run['train_wall_s'] / 60:.1f} min."]
     return "\n".join(lines)
 
 

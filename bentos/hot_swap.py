@@ -1,9 +1,9 @@
 """Follow the registry's champion: load and warm a new one off the request path, then swap.
 
 Requests read `ChampionFollower.current` once and use that engine to the end, so a swap is one
-attribute assignment and no request is dropped or sees half a model. Label writes are not
-atomic across models (see `bentos.registry.ModelRegistry`), so a poll that fails to read the
-store is logged and tried again at the next tick; a version that fails to load is not retried
+attribute assignment and no request is dropped or sees half a model. The registry's champion
+changes atomically (see `bentos.registry.ModelRegistry`); a poll that fails to read the store
+(a disk hiccup) is logged and tried again at the next tick; a version that fails to load is not retried
 until the champion changes again. The engine swapped out is kept until the next swap, so a
 rollback to it takes effect at the next poll, without loading or compiling anything.
 """

@@ -104,22 +104,28 @@ def register_version(version: str, *, home: Path, registry: ModelRegistry, metri
     )
 
 
-def verify_champion(version: str, registry: ModelRegistry) -> dict[str, Any]:
-    """Check what a server would now load: the champion is ``version``, its files pass their
-    hashes, and a forward pass over a small profile gives finite outputs."""
-    champion = registry.champion()
-    if champion is None or champion.version != version or champion.stage != CHAMPION:
-        found = None if champion is None else champion.version
-        raise PromotionError(f"after promoting {version} the registry's champion is {found}")
+def verify_loadable(version: str, registry: ModelRegistry) -> dict[str, Any]:
+    """Check what a server would load for ``version``: its files in the store pass their hashes,
+    and a forward pass over a small profile gives finite outputs. Run before promoting it."""
+    record = registry.get(version)
     try:
-        model, _ = read_model_artifact(champion.path)
+        model, _ = read_model_artifact(record.path)
     except (OSError, ValueError, KeyError) as error:
-        raise PromotionError(f"champion {version} cannot be loaded from the store: {error}") from error
+        raise PromotionError(f"model {version} cannot be loaded from the store: {error}") from error
     corpus = model.config.corpus_size
     items = np.arange(min(10, corpus), dtype=np.int32)[None, :]  # [1, L]: the most popular shows
     values = np.zeros(items.shape, np.float32)
     mask = np.ones(items.shape, bool)
     logits, ratings = model(items, values, mask)  # one eager pass: nothing to compile for
     if not (bool(jax.numpy.isfinite(logits).all()) and bool(jax.numpy.isfinite(ratings).all())):
-        raise PromotionError(f"champion {version} gives non-finite outputs")
+        raise PromotionError(f"model {version} gives non-finite outputs")
+    return {"version": version, "path": str(record.path)}
+
+
+def verify_champion(version: str, registry: ModelRegistry) -> dict[str, Any]:
+    """After promoting ``version``: it is what a server now loads as the champion."""
+    champion = registry.champion()
+    if champion is None or champion.version != version or champion.stage != CHAMPION:
+        found = None if champion is None else champion.version
+        raise PromotionError(f"after promoting {version} the registry's champion is {found}")
     return {"version": version, "path": str(champion.path)}

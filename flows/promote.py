@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.transactions import get_transaction, transaction
 from pydantic import BaseModel, Field
 
@@ -23,6 +24,7 @@ from bentos.promotion import (
     open_registry,
     register_version,
     verify_champion,
+    verify_loadable,
 )
 from sprout.config import Settings
 from sprout.evaluation.gate import GateRules
@@ -71,14 +73,15 @@ def register_task(version: str, metrics: dict[str, float]) -> str:
 
 
 @task(cache_policy=NO_CACHE)
+def verify_loadable_task(version: str) -> dict[str, Any]:
+    return verify_loadable(version, open_registry(Settings()))
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def promote_task(version: str, reasons: list[str], numbers: dict[str, Any]) -> list[str]:
-    registry = open_registry(Settings())
+    """One atomic stage change: it happened or it did not, and a retry is a no-op once it has."""
     get_transaction().set("promoting", version)
-    try:
-        plan = registry.promote(version, reason="gate passed: " + "; ".join(reasons), numbers=numbers)
-    except BaseException:
-        registry.withdraw(version, reason="promotion failed half-way")
-        raise
+    plan = open_registry(Settings()).promote(version, reason="gate passed: " + "; ".join(reasons), numbers=numbers)
     return [f"{step.version}: {step.from_stage} -> {step.to_stage}" for step in plan]
 
 
@@ -109,6 +112,7 @@ def evaluate_promote_flow(params: EvaluatePromoteParameters = EvaluatePromotePar
     if decision["promote"] and params.promote:
         with transaction():
             register_task(version, result["challenger"])
+            verify_loadable_task(version)
             promote_task(version, decision["reasons"], {"checks": decision["checks"]})
             verify_task(version)
         promoted = True
@@ -125,8 +129,11 @@ class RollbackParameters(BaseModel):
 
 @flow(name="rollback", log_prints=True)
 def rollback_flow(params: RollbackParameters = RollbackParameters()) -> dict[str, Any]:
-    """Restore the previous champion and archive the current one (servers pick it up by polling)."""
-    plan = open_registry(Settings()).rollback(reason=params.reason)
+    """Restore the previous champion and archive the current one (servers pick it up by polling).
+
+    The flow run's id names the request, so a retried run does not roll back a second time.
+    """
+    plan = open_registry(Settings()).rollback(reason=params.reason, operation_id=f"rollback-flow-{flow_run.get_id()}")
     steps = [{"version": s.version, "from": s.from_stage, "to": s.to_stage} for s in plan]
     champion = next(s["version"] for s in steps if s["to"] == "champion")
     create_markdown_artifact(

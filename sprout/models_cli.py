@@ -131,7 +131,7 @@ def promote(
     as_json: AsJson = False,
 ) -> None:
     """Promote a version: the gate runs first unless --force; a failed check refuses."""
-    from bentos.promotion import PromotionError, register_version, verify_champion
+    from bentos.promotion import PromotionError, register_version, verify_champion, verify_loadable
     from sprout.registry import RegistryError
 
     settings, registry = _settings_and_registry()
@@ -143,6 +143,7 @@ def promote(
         metrics = result["challenger"]
     try:
         register_version(version, home=settings.home, registry=registry, metrics=metrics)
+        verify_loadable(version, registry)
         plan = registry.promote(version, reason=reason + (" (gate skipped with --force)" if force else ""))
         try:
             verify_champion(version, registry)
@@ -161,6 +162,8 @@ def promote(
 @models_app.command("rollback")
 def rollback(
     reason: Annotated[str, typer.Option(help="Why, for the history.")] = "manual rollback",
+    from_version: Annotated[str | None, typer.Option(
+        "--from", help="Roll back only while this version is the champion (safe to repeat).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Restore the previous champion and archive the current one."""
@@ -168,9 +171,17 @@ def rollback(
 
     _, registry = _settings_and_registry()
     try:
-        plan = registry.rollback(reason=reason)
+        plan = registry.rollback(reason=reason, expected_champion=from_version)
     except RegistryError as error:
         raise _fail(str(error)) from None
+    if not plan:
+        champion = registry.champion()
+        message = f"{from_version} is not the champion ({champion.version if champion else 'none'} is): nothing to do"
+        if as_json:
+            print(json.dumps({"champion": champion.version if champion else None, "steps": []}))
+        else:
+            console.print(message)
+        return
     champion = next(s.version for s in plan if s.to_stage == "champion")
     if as_json:
         print(json.dumps({"champion": champion, "steps": [{"version": s.version, "from": s.from_stage, "to": s.to_stage} for s in plan]}))
@@ -183,10 +194,14 @@ def history(
     limit: Annotated[int, typer.Option(min=1, help="Most recent events to show.")] = 20,
     as_json: AsJson = False,
 ) -> None:
-    """Gate decisions and stage changes recorded in DuckDB, newest first."""
-    from sprout.cli import load_settings, open_store
+    """Gate decisions and stage changes recorded in DuckDB, newest first (events still waiting
+    in the registry's outbox are delivered first when the database is free)."""
+    from sprout.cli import open_store
 
-    settings = load_settings()
+    settings, registry = _settings_and_registry()
+    waiting = registry.deliver_events()
+    if waiting:
+        err_console.print(f"{waiting} events wait for the database (held by another process); shown once delivered")
     if not settings.db_path.exists():
         raise _fail(f"no database at {settings.db_path} yet")
     with open_store(settings.db_path, read_only=True) as store:

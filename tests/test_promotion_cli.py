@@ -58,9 +58,11 @@ def test_promote_list_rollback_and_history(home):
     stages = {m["version"]: m["stage"] for m in json.loads(run("models", "list", "--json"))}
     assert stages == {first: "archived", second: "champion"}
 
-    assert json.loads(run("models", "rollback", "--json"))["champion"] == first
+    assert json.loads(run("models", "rollback", "--from", second, "--json"))["champion"] == first
     stages = {m["version"]: m["stage"] for m in json.loads(run("models", "list", "--json"))}
     assert stages == {first: "champion", second: "archived"}
+    repeated = json.loads(run("models", "rollback", "--from", second, "--json"))  # an operator's retry
+    assert repeated == {"champion": first, "steps": []}
     refused_again = CliRunner().invoke(app, ["models", "rollback"])
     assert refused_again.exit_code == 1 and "no earlier champion" in refused_again.output
 

@@ -54,7 +54,11 @@ def record_model_event(
     details: dict[str, Any] | None = None,
     event_id: str | None = None,
 ) -> str:
-    """Append one event; returns its id (a new uuid unless ``event_id`` is given)."""
+    """Append one event; returns its id (a new uuid unless ``event_id`` is given).
+
+    An event whose id is recorded already is left as it is: delivering an event twice (a
+    registry outbox retried after a crash) records it once.
+    """
     if kind not in MODEL_EVENT_KINDS:
         raise StoreError(f"unknown model event kind {kind!r}; expected one of {', '.join(MODEL_EVENT_KINDS)}")
     event_id = event_id or str(uuid.uuid4())
@@ -62,7 +66,7 @@ def record_model_event(
     document = json.dumps(_finite(details or {}), default=float, sort_keys=True)
     connection.execute(
         """
-        INSERT INTO model_events (event_id, "at", kind, model_version, from_stage, to_stage, reason, details)
+        INSERT OR IGNORE INTO model_events (event_id, "at", kind, model_version, from_stage, to_stage, reason, details)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON)
         """,
         [event_id, as_utc(at, "at"), kind, model_version, from_stage, to_stage, reason, document],

@@ -179,6 +179,17 @@ class Store:
                 event_id=event_id,
             )
 
+    def record_model_events(self, events: list[dict[str, Any]]) -> None:
+        """Record a batch of events (each a `record_model_event` keyword set with ``event_id``; ``at``
+        a datetime or ISO string) in one transaction; ids already recorded are skipped."""
+        with self.transaction() as connection:
+            for event in events:
+                fields = dict(event)
+                at = fields.pop("at")
+                at = datetime.fromisoformat(at) if isinstance(at, str) else at
+                model_events.record_model_event(connection, fields.pop("kind"), fields.pop("model_version"),
+                                                at=at, **fields)
+
     def model_events(self, limit: int | None = None, model_version: str | None = None) -> list[ModelEvent]:
         """Model events newest first, optionally for one version only."""
         with self.transaction() as connection:
