@@ -37,7 +37,9 @@ from bentoml import Tag
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import MODEL_YAML_FILENAME, Model, ModelContext, ModelStore
 
+from sprout.config import Settings
 from sprout.registry.journal import Journal, ModelStage, new_event, read_journal, write_journal
+from sprout.registry.protocol import PROMOTED_AT_LABEL, ROLLED_BACK_AT_LABEL, STAGE_LABEL, ModelRecord
 from sprout.registry.stages import (
     ARCHIVED,
     CHALLENGER,
@@ -55,9 +57,6 @@ from sprout.registry.stages import (
 DEFAULT_NAME = "sprout-recommender"
 ARTIFACT_METADATA_FILE = "model.json"  # as written by sprout.training.artifact
 ALLOWED_SUFFIXES = (".npz", ".json")
-STAGE_LABEL = "stage"
-PROMOTED_AT_LABEL = "promoted_at"
-ROLLED_BACK_AT_LABEL = "rolled_back_at"
 READ_ATTEMPTS = 3
 READ_RETRY_S = 0.02
 EVENT_WAIT_S = 2.0  # how long delivering the history waits for a busy database before leaving it queued
@@ -72,22 +71,9 @@ class ArtifactMismatch(RegistryError):
     or a version registered before with different files."""
 
 
-@dataclass(frozen=True)
-class ModelRecord:
-    version: str
-    stage: str
-    labels: dict[str, str]
-    metadata: dict[str, Any]
-    created_at: datetime
-    path: Path
-
-    @property
-    def promoted_at(self) -> datetime | None:
-        value = self.labels.get(PROMOTED_AT_LABEL)
-        return datetime.fromisoformat(value) if value else None
-
-    def stage_state(self) -> StageState:
-        return StageState(self.version, self.stage, self.promoted_at, ROLLED_BACK_AT_LABEL in self.labels)
+def open_registry(settings: Settings) -> "ModelRegistry":
+    """The registry in the configured model store, with its history in the platform's DuckDB."""
+    return ModelRegistry(settings.model_store, events=settings.db_path)
 
 
 def _utc_now() -> datetime:

@@ -17,18 +17,18 @@ from prefect.runtime import flow_run
 from prefect.transactions import get_transaction, transaction
 from pydantic import BaseModel, Field
 
-from bentos.promotion import (
+from bentos.registry import open_registry
+from sprout.config import Settings
+from sprout.evaluation.gate import GateRules
+from sprout.evaluation.report import comparison_rows, decision_markdown, wandb_summary
+from sprout.registry.promotion import (
     evaluate_version,
     model_document,
     newest_local_version,
-    open_registry,
     register_version,
     verify_champion,
     verify_loadable,
 )
-from sprout.config import Settings
-from sprout.evaluation.gate import GateRules
-from sprout.evaluation.report import comparison_rows, decision_markdown, wandb_summary
 from sprout.training.run import WANDB_PROJECT
 from sprout.training.tracking import WandbTracker
 
@@ -47,7 +47,7 @@ def evaluate_task(version: str, rules: GateRules) -> dict[str, Any]:
     return evaluate_version(version, home=settings.home, registry=open_registry(settings), rules=rules)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def publish_task(result: dict[str, Any]) -> None:
     """The comparison as Prefect artifacts, and the same summary on the model's W&B run."""
     settings = Settings()
@@ -66,7 +66,7 @@ def publish_task(result: dict[str, Any]) -> None:
             tracker.finish()
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def register_task(version: str, metrics: dict[str, float]) -> str:
     settings = Settings()
     return register_version(version, home=settings.home, registry=open_registry(settings), metrics=metrics)

@@ -27,7 +27,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _settings_and_registry():
-    from bentos.promotion import open_registry
+    from bentos.registry import open_registry
     from sprout.cli import load_settings
 
     settings = load_settings()
@@ -48,7 +48,7 @@ def _print_comparison(result: dict[str, Any]) -> None:
 
 
 def _evaluate(version: str, settings, registry, rules) -> dict[str, Any]:
-    from bentos.promotion import evaluate_version
+    from sprout.registry.promotion import evaluate_version
     from sprout.evaluation.promotion import IncomparableModel
     from sprout.registry import RegistryError
 
@@ -131,7 +131,7 @@ def promote(
     as_json: AsJson = False,
 ) -> None:
     """Promote a version: the gate runs first unless --force; a failed check refuses."""
-    from bentos.promotion import PromotionError, register_version, verify_champion, verify_loadable
+    from sprout.registry.promotion import PromotionError, register_version, verify_champion, verify_loadable
     from sprout.registry import RegistryError
 
     settings, registry = _settings_and_registry()

@@ -97,7 +97,7 @@ def _show(status: dict[str, Any]) -> None:
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Last crawl, database counts, champion and its metrics, last gate decision, what runs next."""
-    from bentos.promotion import open_registry
+    from bentos.registry import open_registry
     from sprout.cli import load_settings
 
     settings = load_settings()

@@ -84,7 +84,7 @@ def test_a_damaged_copy_is_never_promoted(prefect_server, home):
     evaluate_promote_flow(EvaluatePromoteParameters(version=first, rules=RULES))
     # The second model's copy in the store is damaged after registration: the check of what a
     # server would load fails before any stage changes, so no server ever sees it as champion.
-    from bentos.promotion import register_version
+    from sprout.registry.promotion import register_version
 
     register_version(second, home=home.home, registry=registry(home), metrics={})
     weights = Path(registry(home).artifact_path(second)) / "weights.npz"

@@ -1,7 +1,9 @@
-"""Model stages and the plans that move models between them.
+"""Model stages, the plans that move models between them, the stage journal that applies a plan
+all at once, and the promotion steps (evaluate, register, verify) written against the `Registry`
+protocol.
 
-The BentoML-backed registry that applies these plans lives in `bentos.registry`; this package
-imports no BentoML, so flows and tests can reason about stages without it.
+The BentoML-backed registry lives in `bentos.registry`; this package imports no BentoML, so
+flows and tests can reason about stages without it.
 """
 
 from .stages import (

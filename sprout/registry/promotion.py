@@ -1,7 +1,7 @@
 """Evaluate a trained model against the registry's champion, record the gate, promote on a pass.
 
 The steps the ``evaluate-promote`` flow and the ``sprout evaluate`` / ``sprout models`` commands
-share. A model is found by version among the trained artifacts under ``$SPROUT_HOME/models`` or,
+share, written against the `Registry` protocol. A model is found by version among the trained artifacts under ``$SPROUT_HOME/models`` or,
 failing that, in the registry. It is scored on the test users of the snapshot it was trained on;
 the champion is re-scored on those same users (never compared on its old numbers).
 """
@@ -16,29 +16,24 @@ from typing import Any
 import jax
 import numpy as np
 
-from bentos.registry import ModelRegistry
-from sprout.config import Settings
 from sprout.evaluation.gate import GateRules
 from sprout.evaluation.promotion import evaluate_artifact
-from sprout.registry import CHAMPION, RegistryError
 from sprout.training.artifact import METADATA_FILE, read_model_artifact
 from sprout.training.run import snapshots_dir
+
+from .protocol import Registry
+from .stages import CHAMPION, RegistryError
 
 
 class PromotionError(RegistryError):
     """A promotion that could not be completed or verified."""
 
 
-def open_registry(settings: Settings) -> ModelRegistry:
-    """The registry in the configured model store, with its history in the platform's DuckDB."""
-    return ModelRegistry(settings.model_store, events=settings.db_path)
-
-
 def local_model_folder(home: Path, version: str) -> Path:
     return Path(home) / "models" / version
 
 
-def find_model_folder(version: str, home: Path, registry: ModelRegistry) -> Path:
+def find_model_folder(version: str, home: Path, registry: Registry) -> Path:
     """The artifact folder of ``version``: a trained model under home, else a registered one."""
     local = local_model_folder(home, version)
     if (local / METADATA_FILE).is_file():
@@ -79,7 +74,7 @@ def gate_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_version(
-    version: str, *, home: Path, registry: ModelRegistry, rules: GateRules | None = None, split: str = "test"
+    version: str, *, home: Path, registry: Registry, rules: GateRules | None = None, split: str = "test"
 ) -> dict[str, Any]:
     """Score ``version``, the champion and the baselines on the same users; record the gate decision."""
     folder = find_model_folder(version, home, registry)
@@ -92,7 +87,7 @@ def evaluate_version(
     return result
 
 
-def register_version(version: str, *, home: Path, registry: ModelRegistry, metrics: dict[str, Any]) -> str:
+def register_version(version: str, *, home: Path, registry: Registry, metrics: dict[str, Any]) -> str:
     """Put a trained model into the registry as a challenger (a no-op when it is there already)."""
     folder = find_model_folder(version, home, registry)
     document = model_document(folder)
@@ -104,7 +99,7 @@ def register_version(version: str, *, home: Path, registry: ModelRegistry, metri
     )
 
 
-def verify_loadable(version: str, registry: ModelRegistry) -> dict[str, Any]:
+def verify_loadable(version: str, registry: Registry) -> dict[str, Any]:
     """Check what a server would load for ``version``: its files in the store pass their hashes,
     and a forward pass over a small profile gives finite outputs. Run before promoting it."""
     record = registry.get(version)
@@ -122,7 +117,7 @@ def verify_loadable(version: str, registry: ModelRegistry) -> dict[str, Any]:
     return {"version": version, "path": str(record.path)}
 
 
-def verify_champion(version: str, registry: ModelRegistry) -> dict[str, Any]:
+def verify_champion(version: str, registry: Registry) -> dict[str, Any]:
     """After promoting ``version``: it is what a server now loads as the champion."""
     champion = registry.champion()
     if champion is None or champion.version != version or champion.stage != CHAMPION:
