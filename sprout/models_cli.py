@@ -12,7 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sprout.evaluation.report import json_ready
+from sprout.evaluation.gate import GateRules
+from sprout.json_values import json_ready
+
+DEFAULT_RULES = GateRules()  # the options' defaults: one source for the gate's thresholds
 
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
 console = Console()
@@ -59,8 +62,6 @@ def _evaluate(version: str, settings, registry, rules) -> dict[str, Any]:
 
 
 def _rules(ndcg_margin: float, max_mae_regression: float, max_latency_ms: float, ease_tolerance: float):
-    from sprout.evaluation.gate import GateRules
-
     return GateRules(
         ndcg_margin=ndcg_margin, max_mae_regression=max_mae_regression, max_forward_latency_ms=max_latency_ms,
         ease_tolerance=ease_tolerance,
@@ -77,10 +78,10 @@ EaseTolerance = Annotated[
 
 def evaluate(
     version: Annotated[str, typer.Argument(help="Model version (trained under SPROUT_HOME/models, or registered).")],
-    ndcg_margin: NdcgMargin = 0.0,
-    max_mae_regression: MaeRegression = 0.05,
-    max_latency_ms: LatencyBudget = 50.0,
-    ease_tolerance: EaseTolerance = 0.0,
+    ndcg_margin: NdcgMargin = DEFAULT_RULES.ndcg_margin,
+    max_mae_regression: MaeRegression = DEFAULT_RULES.max_mae_regression,
+    max_latency_ms: LatencyBudget = DEFAULT_RULES.max_forward_latency_ms,
+    ease_tolerance: EaseTolerance = DEFAULT_RULES.ease_tolerance,
     as_json: AsJson = False,
 ) -> None:
     """Score a model, the champion and the baselines on the same test users; print the gate decision."""
@@ -124,10 +125,10 @@ def promote(
     version: Annotated[str, typer.Argument(help="Model version to make the champion.")],
     reason: Annotated[str, typer.Option(help="Why, for the history.")] = "manual promotion",
     force: Annotated[bool, typer.Option(help="Skip the gate (the override is recorded).")] = False,
-    ndcg_margin: NdcgMargin = 0.0,
-    max_mae_regression: MaeRegression = 0.05,
-    max_latency_ms: LatencyBudget = 50.0,
-    ease_tolerance: EaseTolerance = 0.0,
+    ndcg_margin: NdcgMargin = DEFAULT_RULES.ndcg_margin,
+    max_mae_regression: MaeRegression = DEFAULT_RULES.max_mae_regression,
+    max_latency_ms: LatencyBudget = DEFAULT_RULES.max_forward_latency_ms,
+    ease_tolerance: EaseTolerance = DEFAULT_RULES.ease_tolerance,
     as_json: AsJson = False,
 ) -> None:
     """Promote a version: the gate runs first unless --force; a failed check refuses."""

@@ -11,7 +11,10 @@ import optax
 import pytest
 from flax import nnx
 
-from sprout.model import Autoencoder, ModelConfig, input_dropout
+from sprout.model import Autoencoder, ModelConfig
+from sprout.training.batches import make_batch
+from sprout.training.config import TrainConfig
+from sprout.training.step import make_optimizer, train_step
 from sprout.training.losses import (
     huber,
     masked_huber,
@@ -99,36 +102,32 @@ def test_losses_jit():
     assert float(jax.jit(masked_huber)(logits, items, jnp.ones((2, 2)), mask)) == pytest.approx(0.5)
 
 
-def test_tiny_training_loop_lowers_total_loss():
+def test_the_real_training_step_lowers_the_loss_on_learnable_profiles():
+    """`make_batch` (with its per-sample input dropout) and the jitted `train_step`, as the loop runs them."""
     config = ModelConfig.tiny()
-    model = Autoencoder(config, nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    train_config = TrainConfig.tiny()
+    corpus, users, length = config.corpus_size, 256, 20
+    rng = np.random.default_rng(0)
+    # Two taste clusters: each user's shows come from one half of the corpus, rated by cluster.
+    cluster = rng.integers(0, 2, users)  # [U]
+    items = np.concatenate([
+        np.sort(rng.choice(corpus // 2, length, replace=False)) + c * (corpus // 2) for c in cluster
+    ]).astype(np.int32)  # [U * L]
+    values = (np.repeat(np.where(cluster == 1, 1.0, -1.0), length) + 0.1 * rng.normal(size=users * length))
+    values = values.astype(np.float32)
+    rated = rng.random(users * length) < 0.7
+    indptr = np.arange(0, users * length + 1, length, dtype=np.int64)  # [U + 1]
 
-    # Two taste clusters so that the profiles carry learnable structure.
-    batch, length, corpus = 64, 20, config.corpus_size
-    key_items, key_values, key_rated, key_cluster = jax.random.split(jax.random.key(0), 4)
-    cluster = jax.random.bernoulli(key_cluster, 0.5, (batch, 1)).astype(jnp.int32)  # [B, 1]
-    offsets = jax.random.randint(key_items, (batch, length), 0, corpus // 2)
-    items = (jnp.sort(offsets, axis=1) + cluster * (corpus // 2)).astype(jnp.int32)  # [B, L]
-    values = jnp.where(cluster == 1, 1.0, -1.0) + 0.1 * jax.random.normal(key_values, (batch, length))
-    mask = jnp.ones((batch, length), bool)
-    rated = jax.random.bernoulli(key_rated, 0.7, (batch, length))
-
-    def total_loss(m, key):
-        drop_key, noise_key = jax.random.split(key)
-        keep = input_dropout(drop_key, mask)
-        logits, ratings = m(items, values, keep, train=True, noise_key=noise_key)
-        l_presence = multinomial_nll(logits, items, mask)
-        l_rating = masked_huber(ratings, items, values, rated)
-        return uncertainty_weighted(l_presence, l_rating, m.log_var_presence[...], m.log_var_rating[...])
-
-    @nnx.jit
-    def step(m, opt, key):
-        loss, grads = nnx.value_and_grad(total_loss)(m, key)
-        opt.update(m, grads)
-        return loss
-
-    keys = jax.random.split(jax.random.key(1), 100)
-    losses = [float(step(model, optimizer, k)) for k in keys]
+    graphdef, params = nnx.split(Autoencoder(config, nnx.Rngs(0)))
+    tx = make_optimizer(train_config.model_copy(update={"learning_rate": 3e-3}))
+    opt_state = tx.init(params)
+    losses, key = [], jax.random.key(1)
+    for step in range(120):
+        batch = make_batch(indptr, items, values, rated, rng.choice(users, 64, replace=False), rng, corpus_size=corpus)
+        params, opt_state, total, presence, rating = train_step(
+            graphdef, params, opt_state, batch, jax.random.fold_in(key, step), tx=tx, huber_delta=train_config.huber_delta
+        )
+        losses.append(float(total))
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), (losses[:3], losses[-3:])
+    model = nnx.merge(graphdef, params)
     assert float(model.log_var_rating[...]) != 0.0, "uncertainty weights are trained too"

@@ -15,7 +15,6 @@ from sprout.model import (
     dense_profile,
     first_layer_dense,
     first_layer_sparse,
-    input_dropout,
     load_config,
     load_weights,
     parameter_count,
@@ -144,27 +143,6 @@ def test_forward_runs_under_jit(model, profiles):
     eager = model(*profiles)
     jitted = forward(model, *profiles, jax.random.key(0), False)
     np.testing.assert_allclose(eager[0], jitted[0], rtol=1e-5, atol=1e-5)
-
-
-def test_dropout_rate_statistics_and_padding():
-    batch, length = 400, 300
-    mask = jnp.arange(length)[None, :] < jax.random.randint(jax.random.key(3), (batch, 1), 100, length + 1)
-    keep = input_dropout(jax.random.key(4), mask)
-    assert keep.shape == mask.shape and keep.dtype == jnp.bool_
-    assert not bool(jnp.any(keep & ~mask)), "padding must never become present"
-    dropped = 1.0 - keep.sum(1) / mask.sum(1)  # per-user realised rate
-    assert float(dropped.mean()) == pytest.approx(0.4, abs=0.02)
-    assert float(dropped.min()) > 0.24 - 0.1 and float(dropped.max()) < 0.56 + 0.1
-    assert float(dropped.std()) > 0.06, "rates differ per sample (uniform width 0.32 has std 0.092)"
-
-
-def test_dropout_is_deterministic_by_key():
-    mask = jnp.ones((8, 50), bool)
-    np.testing.assert_array_equal(input_dropout(jax.random.key(5), mask), input_dropout(jax.random.key(5), mask))
-    assert not np.array_equal(input_dropout(jax.random.key(5), mask), input_dropout(jax.random.key(6), mask))
-    assert bool(jnp.all(input_dropout(jax.random.key(5), mask, 0.0, 0.0)))
-    with pytest.raises(ValueError):
-        input_dropout(jax.random.key(5), mask, 0.6, 0.4)
 
 
 def test_save_load_round_trip(model, profiles, tmp_path):

@@ -10,19 +10,9 @@ import math
 from typing import Any
 
 from sprout.evaluation.evaluator import METRIC_NAMES
+from sprout.json_values import json_ready
 
 REPORTED = METRIC_NAMES + ("finite", "forward_latency_ms")
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN and infinities as None, in nested dicts and lists too (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    return value
 
 
 def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:

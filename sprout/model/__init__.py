@@ -1,8 +1,7 @@
-"""The two-head denoising autoencoder: config, network, sparse first layer, dropout and weight files."""
+"""The two-head denoising autoencoder: config, network, sparse first layer and weight files."""
 
 from sprout.model.autoencoder import Autoencoder, DecoderHead, abstract_autoencoder, parameter_count
 from sprout.model.config import ModelConfig
-from sprout.model.dropout import input_dropout
 from sprout.model.first_layer import dense_profile, entry_rows, first_layer_dense, first_layer_sparse
 from sprout.model.weights import load_config, load_weights, save_weights
 
@@ -15,7 +14,6 @@ __all__ = [
     "entry_rows",
     "first_layer_dense",
     "first_layer_sparse",
-    "input_dropout",
     "load_config",
     "load_weights",
     "parameter_count",

@@ -7,13 +7,14 @@ serving. Every function runs inside the caller's transaction.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import duckdb
+
+from sprout.json_values import json_ready
 
 from .database import StoreError, as_utc
 from .schema import MODEL_EVENT_KINDS
@@ -29,17 +30,6 @@ class ModelEvent:
     to_stage: str | None
     reason: str | None
     details: dict[str, Any]
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 def record_model_event(
@@ -63,7 +53,7 @@ def record_model_event(
         raise StoreError(f"unknown model event kind {kind!r}; expected one of {', '.join(MODEL_EVENT_KINDS)}")
     event_id = event_id or str(uuid.uuid4())
     # default=float turns numpy scalars into numbers.
-    document = json.dumps(_finite(details or {}), default=float, sort_keys=True)
+    document = json.dumps(json_ready(details or {}), default=float, sort_keys=True)
     connection.execute(
         """
         INSERT OR IGNORE INTO model_events (event_id, "at", kind, model_version, from_stage, to_stage, reason, details)
