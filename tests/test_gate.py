@@ -191,3 +191,18 @@ def test_a_model_of_another_corpus_is_scored_through_its_own_columns(snapshot):
     partial = model_scores(model, users, model_columns=columns)
     assert np.isneginf(partial.scores[:, :5]).all() and np.isfinite(partial.scores[:, 5:]).all()
     np.testing.assert_allclose(partial.ratings[:, 0], np.clip(users.mu, 1, 10), rtol=1e-5)
+
+
+def test_reports_round_for_people_and_say_when_there_is_no_champion():
+    from sprout.evaluation.report import comparison_rows, decision_markdown
+
+    result = {
+        "split": "test", "snapshot_id": "abc", "challenger_version": "v2", "champion_version": None,
+        "champion_status": "none", "challenger": {"ndcg@100": 0.22916896635356385, "rating_mae": math.nan},
+        "champion": None, "baselines": {"ease": {"ndcg@100": 0.5351234567}},
+        "decision": {"promote": False, "checks": [], "reasons": ["below EASE"]},
+    }
+    rows = comparison_rows(result)
+    assert rows[0]["ndcg@100"] == 0.2292 and rows[0]["rating_mae"] is None and rows[1]["ndcg@100"] == 0.5351
+    text = decision_markdown(result)
+    assert "no champion yet" in text and "None" not in text

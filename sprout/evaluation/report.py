@@ -15,14 +15,22 @@ from sprout.json_values import json_ready
 REPORTED = METRIC_NAMES + ("finite", "forward_latency_ms")
 
 
+def readable(value: Any, digits: int = 4) -> Any:
+    """A number as people read it: ``digits`` significant digits (JSON elsewhere keeps them all)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{digits}g}")
+    return value
+
+
 def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per scored method: challenger, champion (when scored), then each baseline."""
+    """One row per scored method: challenger, champion (when scored), then each baseline; numbers
+    rounded to 4 significant digits, NaN as None."""
     methods = [(f"challenger {result['challenger_version']}", result["challenger"])]
     if result.get("champion") is not None:
         methods.append((f"champion {result['champion_version']}", result["champion"]))
     methods.extend(result["baselines"].items())
     return [
-        {"method": name, **{metric: json_ready(metrics.get(metric, math.nan)) for metric in REPORTED}}
+        {"method": name, **{metric: readable(json_ready(metrics.get(metric, math.nan))) for metric in REPORTED}}
         for name, metrics in methods
     ]
 
@@ -30,10 +38,14 @@ def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 def decision_markdown(result: dict[str, Any]) -> str:
     decision = result["decision"]
     verdict = "**promote**" if decision["promote"] else "**keep the champion**"
+    if result["champion_version"] is None:
+        against = "There is no champion yet: only the absolute checks apply."
+    else:
+        against = f"Against champion `{result['champion_version']}`, {result['champion_status']}."
     lines = [
         f"## Gate: {verdict}",
         f"Challenger `{result['challenger_version']}` on the {result['split']} users of snapshot "
-        f"`{result['snapshot_id']}`; champion `{result['champion_version']}` ({result['champion_status']}).",
+        f"`{result['snapshot_id']}`. {against}",
         "",
         "| check | value | needs | passed |",
         "|---|---|---|---|",
