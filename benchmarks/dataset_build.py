@@ -26,8 +26,8 @@ import typer
 
 from sprout.dataset import DatasetConfig, build_snapshot, load_snapshot
 from sprout.dataset.features import DROPPED, normalised_values
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
+from sprout.malsim.store_loader import load_population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.store import Store
 
 def python_loop_normalise(indptr, scores, status) -> list[float]:
@@ -60,7 +60,7 @@ def main(users: int = 200_000, seed: int = 5, subsample_users: int = 2000) -> No
     with tempfile.TemporaryDirectory(prefix="sprout-dataset-bench-") as folder:
         database, out_dir = Path(folder) / "sprout.duckdb", Path(folder) / "snapshots"
         started = time.perf_counter()
-        population = Population.synthetic(users, seed=seed)
+        population = synthetic_population(users, seed=seed)
         generated = time.perf_counter() - started
         with Store.open(database) as store:
             loaded = load_population(store, population, population.now)

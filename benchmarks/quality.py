@@ -32,13 +32,13 @@ from results import write_result
 from sprout.dataset.config import DatasetConfig
 from sprout.dataset.snapshot import build_snapshot
 from sprout.dataset.snapshot_format import Snapshot, load_snapshot
-from sprout.dataset.synthetic import load_population
+from sprout.malsim.store_loader import load_population
 from sprout.evaluation.baselines import standard_baselines
 from sprout.evaluation.held_out import held_out_users
 from sprout.evaluation.model_scores import ModelEvaluator
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
-from sprout.presets import get_preset
+from sprout.training.presets import get_preset
 from sprout.store import Store
 from sprout.store.importer import import_anime5k
 from sprout.training.loop import train
@@ -72,7 +72,7 @@ def build_snapshots(data: Path, home: Path, seeds: list[int]) -> list[Snapshot]:
 def synthetic_snapshot(home: Path, users: int, seed: int) -> Snapshot:
     """A simulated population bulk-loaded into a store, then the default dataset rules."""
     home.mkdir(parents=True)
-    population = Population.synthetic(users, seed=seed)
+    population = synthetic_population(users, seed=seed)
     with Store.open(home / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     manifest = build_snapshot(home / "sprout.duckdb", home / "snapshots", DatasetConfig(seed=seed), population.now.date())

@@ -25,7 +25,7 @@ from results import write_result
 from sprout.evaluation.baselines import EaseEvaluator
 from sprout.evaluation.evaluator import ranking_metrics
 from sprout.evaluation.held_out import HeldOutUsers, held_out_users
-from sprout.training.artifact import write_model_artifact
+from sprout.model.artifact import write_model_artifact
 from sprout.training.loop import train
 
 TOP_K = 100

@@ -55,16 +55,16 @@ def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> dict[bo
 
     from bentos.registry import ModelRegistry
     from sprout.dataset.snapshot import load_snapshot
-    from sprout.dataset.synthetic import load_population
-    from sprout.malsim.population import Population
+    from sprout.malsim.store_loader import load_population
+    from sprout.malsim.synthetic_population import synthetic_population
     from sprout.model.autoencoder import Autoencoder
     from sprout.model.config import ModelConfig
-    from sprout.presets import get_preset
+    from sprout.training.presets import get_preset
     from sprout.store import Store
-    from sprout.training.artifact import write_model_artifact
+    from sprout.model.artifact import write_model_artifact
     from sprout.training.run import build_dataset
 
-    population = Population.synthetic(users, seed=seed, n_anime=7000)
+    population = synthetic_population(users, seed=seed, n_anime=7000)
     with Store.open(home / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     build_dataset(home, home / "sprout.duckdb", get_preset("default"), population.now.date())
@@ -154,7 +154,7 @@ class NaiveEngine:
         from flax import nnx
 
         from sprout.dataset.corpus import Corpus
-        from sprout.training.artifact import CORPUS_FILE, read_model_artifact
+        from sprout.model.artifact import CORPUS_FILE, read_model_artifact
 
         model, _ = read_model_artifact(artifact)
         self.corpus = Corpus.from_json((artifact / CORPUS_FILE).read_text())

@@ -18,8 +18,6 @@ BentoML service in the same environment reads.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,7 +26,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,8 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models.model import MODEL_YAML_FILENAME, Model, ModelContext, ModelStore
 
 from sprout.config import Settings
+from sprout.durable_files import file_sha256, fsync_folder, fsync_tree
+from sprout.model.artifact import METADATA_FILE, ArtifactError, verified_files
 from sprout.registry.journal import Journal, ModelStage, new_event, read_journal, write_journal
 from sprout.registry.protocol import PROMOTED_AT_LABEL, ROLLED_BACK_AT_LABEL, STAGE_LABEL, ModelRecord
 from sprout.registry.stages import (
@@ -55,8 +54,6 @@ from sprout.registry.stages import (
 )
 
 DEFAULT_NAME = "sprout-recommender"
-ARTIFACT_METADATA_FILE = "model.json"  # as written by sprout.training.artifact
-ALLOWED_SUFFIXES = (".npz", ".json")
 READ_ATTEMPTS = 3
 READ_RETRY_S = 0.02
 EVENT_WAIT_S = 2.0  # how long delivering the history waits for a busy database before leaving it queued
@@ -66,7 +63,7 @@ EventSink = Callable[[list[dict[str, Any]]], None]
 logger = logging.getLogger(__name__)
 
 
-class ArtifactMismatch(RegistryError):
+class ArtifactMismatch(RegistryError, ArtifactError):
     """A model folder that is incomplete, fails its hash check, or holds a disallowed file,
     or a version registered before with different files."""
 
@@ -78,32 +75,6 @@ def open_registry(settings: Settings) -> "ModelRegistry":
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def checked_artifact_files(folder: Path) -> tuple[dict[str, Any], list[Path]]:
-    """The artifact's ``model.json`` and the files to copy, after checking every recorded hash."""
-    metadata_file = folder / ARTIFACT_METADATA_FILE
-    if not metadata_file.is_file():
-        raise ArtifactMismatch(f"{folder} has no {ARTIFACT_METADATA_FILE}; is it a model folder?")
-    document = json.loads(metadata_file.read_text())
-    recorded = document.get("files", {})
-    for name in recorded:
-        if Path(name).name != name or Path(name).suffix not in ALLOWED_SUFFIXES:
-            raise ArtifactMismatch(f"{folder}: {name!r} is not an allowed model file ({', '.join(ALLOWED_SUFFIXES)})")
-    files = [metadata_file]
-    for name, expected in recorded.items():
-        path = folder / name
-        if not path.is_file() or _sha256(path) != expected:
-            raise ArtifactMismatch(f"{path} is missing or does not match its recorded hash")
-        files.append(path)
-    if len(files) == 1:
-        raise ArtifactMismatch(f"{metadata_file} lists no files")
-    return document, files
 
 
 def store_event_sink(events: EventSink | Any | Path | str | None) -> EventSink:
@@ -125,23 +96,6 @@ def store_event_sink(events: EventSink | Any | Path | str | None) -> EventSink:
     if hasattr(events, "record_model_events"):
         return events.record_model_events
     return events
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file under ``folder`` and the folder itself to disk."""
-    for path in folder.iterdir():
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 class ModelRegistry:
@@ -391,7 +345,10 @@ class ModelRegistry:
         files raises `ArtifactMismatch`.
         """
         folder = Path(model_folder)
-        document, files = checked_artifact_files(folder)
+        try:
+            document, files = verified_files(folder)
+        except ArtifactError as error:
+            raise ArtifactMismatch(str(error)) from None
         version = str(document.get("version") or folder.name)
         with self._writer() as journal:
             existing = self._read(version, journal)
@@ -418,9 +375,9 @@ class ModelRegistry:
         return version
 
     def _check_same(self, existing: ModelRecord, folder: Path) -> None:
-        ours = _sha256(folder / ARTIFACT_METADATA_FILE)
-        theirs = existing.path / ARTIFACT_METADATA_FILE
-        if not theirs.is_file() or _sha256(theirs) != ours:
+        ours = file_sha256(folder / METADATA_FILE)
+        theirs = existing.path / METADATA_FILE
+        if not theirs.is_file() or file_sha256(theirs) != ours:
             raise ArtifactMismatch(f"version {existing.version} is already registered with different files")
 
     def _place(self, version: str, files: list[Path], labels: dict[str, str], metadata: dict[str, Any]) -> None:
@@ -445,13 +402,13 @@ class ModelRegistry:
             shutil.copytree(model.path, staging)
         finally:
             shutil.rmtree(model.path, ignore_errors=True)
-        _fsync_tree(staging)
+        fsync_tree(staging)
         self._reached("staged")
         final = parent / version
         if final.exists():  # an unreadable folder: a copy torn before copies were staged
             shutil.rmtree(final)
         os.rename(staging, final)
-        _fsync_folder(parent)
+        fsync_folder(parent)
         self._reached("placed")
 
     def _next_promoted_at(self, states: list[StageState]) -> datetime:

@@ -1,22 +1,35 @@
-"""Crawl flow: discover → choose due users → fetch within the rate budget → store → refresh anime."""
+"""Crawl flow: discover → choose due users → fetch within the rate budget → store → refresh anime.
+
+The DuckDB file and its writer slot are taken for each short transaction only (the crawl's
+bookkeeping, the due-user query, each batch write), never while waiting on MAL, so other stages
+can use the store during a crawl. Crawls themselves still run one at a time (`sprout-crawl`):
+two at once would fetch the same due users.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from pydantic import BaseModel, Field
-from prefect import flow, get_run_logger, runtime, task
+from prefect import flow, get_client, get_run_logger, runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.asyncio import concurrency
 from prefect.events import emit_event
 
-from flows.limits import PrefectRateLimiter, duckdb_writer, ensure_limits
+from flows.limits import DUCKDB_WRITER_LEASE_S, PrefectRateLimiter, duckdb_writer, ensure_limits
 from sprout.config import Settings
+from sprout.crawl.access import StoreFile
 from sprout.crawl.job import CrawlRequest, run_crawl
+from sprout.crawl.policy import CrawlPolicy
 from sprout.mal.client import MalClient
 from sprout.mal.discovery import RecentlyOnlineSource
 from sprout.progress import crawl_progress
 from sprout.store import Store
 
 CRAWL_COMPLETED = "sprout.crawl.completed"
+CRAWL_LIMIT = "sprout-crawl"
 
 
 class CrawlParameters(BaseModel):
@@ -45,10 +58,37 @@ async def crawl_profiles(params: CrawlParameters, run_id: str) -> dict:
             max_users=params.max_users,
             force_full=params.full_refresh,
             refresh_anime=params.refresh_anime,
+            policy=CrawlPolicy.from_settings(settings),
         )
-        with Store.open(settings.db_path, wait_s=30.0) as store, crawl_progress(params.show_progress) as progress:
+        store = StoreFile(settings.db_path, wait_s=30.0, slot=duckdb_writer)
+        with crawl_progress(params.show_progress) as progress:
             stats = await run_crawl(store, client, request, run_id=run_id, progress=progress)
     return stats.as_dict()
+
+
+@task(cache_policy=NO_CACHE)
+async def ensure_crawl_limit() -> None:
+    async with get_client() as client:
+        await client.upsert_global_concurrency_limit_by_name(CRAWL_LIMIT, limit=1)
+
+
+@asynccontextmanager
+async def one_crawl_at_a_time() -> AsyncIterator[None]:
+    async with concurrency(CRAWL_LIMIT, occupy=1, strict=True, lease_duration=DUCKDB_WRITER_LEASE_S):
+        yield
+
+
+@task(cache_policy=NO_CACHE)
+def purge_withdrawn() -> dict:
+    """Delete the entries of users private or gone for longer than SPROUT_WITHDRAWN_RETENTION_DAYS."""
+    from datetime import UTC, datetime, timedelta
+
+    from sprout.store.retention import purge_withdrawn_users
+
+    settings = Settings()
+    with Store.open(settings.db_path, wait_s=30.0) as store:
+        purged = purge_withdrawn_users(store, datetime.now(UTC), timedelta(days=settings.withdrawn_retention_days))
+    return {"withdrawn_users_purged": purged.users, "withdrawn_entries_purged": purged.entries}
 
 
 @task(cache_policy=NO_CACHE)
@@ -69,14 +109,17 @@ def publish_figures(figures: dict, run_id: str, *, announce: bool = True) -> Non
 
 
 async def crawl_and_publish(params: CrawlParameters) -> dict:
-    """The body both crawl flows share: limits, the writer slot, the crawl, its artifact/event."""
+    """The body both crawl flows share: limits, the crawl slot, the crawl, its artifact/event."""
     settings = Settings()
     if settings.client_id() is None:
         raise ValueError("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id")
     run_id = str(runtime.flow_run.id or "local")
     await ensure_limits(settings.mal_requests_per_second)
-    async with duckdb_writer():
+    await ensure_crawl_limit()
+    async with one_crawl_at_a_time():
         figures = await crawl_profiles(params, run_id)
+        async with duckdb_writer():  # the crawl takes it per write; the purge needs it too
+            figures = {**figures, **purge_withdrawn()}
     publish_figures(figures, run_id, announce=params.announce)
     get_run_logger().info("crawl figures: %s", figures)
     return figures
@@ -84,7 +127,7 @@ async def crawl_and_publish(params: CrawlParameters) -> dict:
 
 @flow(name="crawl", log_prints=True)
 async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
-    """Crawl MAL (or the simulator) into DuckDB, holding the single-writer limit."""
+    """Crawl MAL (or the simulator) into DuckDB, taking the single-writer limit for each write."""
     return await crawl_and_publish(params)
 
 

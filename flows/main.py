@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sprout.workspace import Workspace
+
 console = Console()
 
 
@@ -36,7 +38,7 @@ def _environment(simulator, home: Path) -> None:
         SPROUT_MAL_REQUESTS_PER_SECOND="500",
         SPROUT_MAL_MAX_IN_FLIGHT="8",
     )
-    os.environ.setdefault("SPROUT_MODEL_STORE", str(home / "model-store"))
+    os.environ.setdefault("SPROUT_MODEL_STORE", str(Workspace(home).model_store))
 
 
 def sample_profile(population, min_entries: int = 40) -> tuple[str, list[dict]]:
@@ -84,11 +86,11 @@ def main(
     """Run the whole loop on simulated MAL data and show a served recommendation."""
     from bentos.local_server import LocalServer
     from bentos.registry import ModelRegistry
-    from sprout.malsim.population import Population
+    from sprout.malsim.synthetic_population import synthetic_population
     from sprout.malsim.server import SimulatorServer
 
     home = home.resolve()
-    population = Population.synthetic(users, seed=seed, n_anime=3000)
+    population = synthetic_population(users, seed=seed, n_anime=3000)
     with SimulatorServer(population) as simulator:
         console.print(f"simulator on {simulator.url}: {population.n_users} users, {population.n_entries:,} entries")
         _environment(simulator, home)

@@ -24,13 +24,13 @@ from sprout.evaluation.report import comparison_rows, decision_markdown, wandb_s
 from sprout.registry.promotion import (
     evaluate_version,
     model_document,
-    newest_local_version,
     register_version,
     verify_champion,
     verify_loadable,
 )
 from sprout.training.run import WANDB_PROJECT
 from sprout.training.tracking import WandbTracker
+from sprout.workspace import Workspace
 
 
 class EvaluatePromoteParameters(BaseModel):
@@ -59,7 +59,7 @@ def publish_task(result: dict[str, Any]) -> None:
     )
     create_markdown_artifact(key="gate-decision", markdown=decision_markdown(result))
     if run_id:
-        tracker = WandbTracker(WANDB_PROJECT, {}, settings.home / "wandb", run_id=run_id)
+        tracker = WandbTracker(WANDB_PROJECT, {}, Workspace(settings.home).wandb, run_id=run_id)
         try:
             tracker.summary(wandb_summary(result))
         finally:
@@ -101,7 +101,7 @@ def verify_task(version: str) -> dict[str, Any]:
 @flow(name="evaluate-promote", log_prints=True)
 def evaluate_promote_flow(params: EvaluatePromoteParameters = EvaluatePromoteParameters()) -> dict[str, Any]:
     """Gate a trained model against the champion and baselines; promote it when it passes."""
-    version = params.version or newest_local_version(Settings().home)
+    version = params.version or Workspace(Settings().home).newest_model()
     if version is None:
         raise ValueError("no trained model to evaluate: run the retrain flow first")
     result = evaluate_task(version, params.rules)

@@ -16,7 +16,7 @@ from prefect.events import emit_event
 
 from flows.limits import duckdb_access
 from sprout.config import Settings
-from sprout.presets import PRESETS, get_preset
+from sprout.training.presets import PRESETS, get_preset
 from sprout.progress import training_progress
 from sprout.training.freshness import profiles_changed_since_training
 from sprout.training.run import build_dataset, train_model
@@ -28,7 +28,7 @@ class RetrainParameters(BaseModel):
     """What the retrain deployment's form asks for."""
 
     config: str = Field("default", description=f"Named preset: {', '.join(PRESETS)}.")
-    snapshot_date: date | None = Field(None, description="Entries updated after this day are left out; default today.")
+    snapshot_date: date | None = Field(None, description="Entries updated after this day are left out; default the newest entry's day.")
     track: bool = Field(True, description="Log the run to W&B (offline without WANDB_API_KEY).")
     min_changed_profiles: int = Field(
         0, ge=0, description="Skip unless at least this many profiles changed since the last training."

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sprout.workspace import Workspace
+
 REAL_MAL_API_URL = "https://api.myanimelist.net/v2"
 REAL_MAL_WEB_URL = "https://myanimelist.net"
 
@@ -31,8 +33,22 @@ class Settings(BaseSettings):
     mal_backoff_max_s: float = Field(120.0, ge=0, description="Longest single backoff delay.")
     mal_throttle_403_streak: int = Field(5, ge=2, description="403s in a row across different users that mean throttled.")
     mal_throttle_pause_s: float = Field(300.0, ge=0, description="Pause after a 403 streak before asking again.")
+    withdrawn_retention_days: float = Field(
+        30.0, ge=0, le=3650,
+        description="Days the list entries of a user who went private or deleted their account are kept before purging.",
+    )
     model_store: Path | None = Field(
         None, description="BentoML model store folder for the registry; default BentoML's ($BENTOML_HOME/models)."
+    )
+    mal_max_list_pages: int = Field(
+        100, ge=1, description="Most pages one user's list may run to; past it the fetch is an error (data kept)."
+    )
+    crawl_mass_deletion_min_entries: int = Field(
+        50, ge=1, description="Stored lists at least this long are guarded against mass deletion by one listing."
+    )
+    crawl_mass_deletion_fraction: float = Field(
+        0.5, gt=0, le=1,
+        description="A full listing deleting more than this share of a guarded list waits for a later listing to agree.",
     )
 
     @field_validator("mal_api_url", "mal_web_url")
@@ -43,8 +59,12 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @property
+    def workspace(self) -> Workspace:
+        return Workspace(self.home)
+
+    @property
     def db_path(self) -> Path:
-        return self.home / "sprout.duckdb"
+        return self.workspace.database
 
     def client_id(self) -> str | None:
         return self.mal_client_id.get_secret_value() if self.mal_client_id else None

@@ -22,7 +22,7 @@ from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
 from sprout.store import Store
 from sprout.store.records import UserListWrite
-from sprout.training.artifact import write_model_artifact
+from sprout.model.artifact import write_model_artifact
 
 SNAPSHOT_DATE = date(2025, 6, 30)
 FIRST_ID, N_SHOWS = 101, 40

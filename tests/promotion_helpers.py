@@ -10,12 +10,12 @@ from pathlib import Path
 from flax import nnx
 
 from sprout.dataset.snapshot_format import load_snapshot
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
+from sprout.malsim.store_loader import load_population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.model.autoencoder import Autoencoder
-from sprout.presets import Preset, get_preset
+from sprout.training.presets import Preset, get_preset
 from sprout.store import Store
-from sprout.training.artifact import write_model_artifact
+from sprout.model.artifact import write_model_artifact
 from sprout.training.config import TrainConfig
 from sprout.training.run import build_dataset, resolve_snapshot, train_model
 
@@ -29,7 +29,7 @@ class TrainedHome:
 
 def make_trained_home(folder: Path) -> TrainedHome:
     tiny = get_preset("tiny")
-    population = Population.synthetic(500, seed=11, n_anime=300)
+    population = synthetic_population(500, seed=11, n_anime=300)
     with Store.open(folder / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     build_dataset(folder, folder / "sprout.duckdb", tiny, population.now.date())

@@ -8,19 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from flax import nnx
 
+from artifact_helpers import untrained_artifacts
 from bentos.registry import ModelRegistry
 from sprout.dataset.corpus import Corpus
-from sprout.dataset.snapshot import load_snapshot
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
-from sprout.model.autoencoder import Autoencoder
-from sprout.model.config import ModelConfig
-from sprout.presets import get_preset
-from sprout.store import Store
-from sprout.training.artifact import write_model_artifact
-from sprout.training.run import build_dataset
 
 DATASET_HASH = "cd" * 32
 # Servers started by the tests share JAX's persistent compilation cache: the tiny models all have
@@ -46,18 +37,10 @@ class ModelStore:
 def build_model_store(home: Path, *, n_models: int = 2, champion: int | None = 0) -> ModelStore:
     """``n_models`` tiny models (different seeds) on one snapshot, registered; ``champion``
     (an index, or None) is promoted."""
-    population = Population.synthetic(200, seed=3, n_anime=150)
-    with Store.open(home / "sprout.duckdb") as store:
-        load_population(store, population, population.now)
-    build_dataset(home, home / "sprout.duckdb", get_preset("tiny"), population.now.date())
-    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
-    config = ModelConfig.tiny(corpus_size=len(snapshot.corpus.anime_ids))
+    snapshot, folders = untrained_artifacts(home, n_models)
     registry = ModelRegistry(home / "bentoml" / "models")
     versions = []
-    for seed in range(n_models):
-        _, folder = write_model_artifact(
-            home / "models", Autoencoder(config, nnx.Rngs(seed)), snapshot, {"metrics": {"ndcg@100": 0.0}}
-        )
+    for seed, folder in enumerate(folders):
         versions.append(
             registry.register(folder, dataset_hash=DATASET_HASH, wandb_run_id=f"run-{seed}", metrics={"ndcg@100": 0.1 + seed / 100})
         )

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from sprout.training.checkpoints import CheckpointError, Checkpoints
+from sprout.training.checkpoints import CheckpointError, Checkpoints, load_pytree
 from sprout.training.tracking import WandbTracker, without_secrets
 from wandb_reader import read_offline_run
 
@@ -42,13 +42,16 @@ def test_checkpoint_refuses_a_different_structure(tmp_path):
         Checkpoints(tmp_path / "missing").load({"params": {}})
 
 
-def test_saving_again_replaces_the_checkpoint_whole(tmp_path):
+def test_saving_again_replaces_the_checkpoint_whole_and_keeps_one_fallback(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     checkpoints.save({"p": jnp.zeros(2)}, {"step": 1})
     checkpoints.save({"p": jnp.ones(2)}, {"step": 2})
+    checkpoints.save({"p": jnp.full(2, 3.0)}, {"step": 3})
     trees, meta = checkpoints.load({"p": jnp.zeros(2)})
-    assert meta["step"] == 2 and float(trees["p"].sum()) == 2.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+    assert meta["step"] == 3 and float(trees["p"].sum()) == 6.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "latest.previous"]
+    _, previous_meta = load_pytree(checkpoints.previous, {"p": jnp.zeros(2)})
+    assert previous_meta["step"] == 2
 
 
 def test_offline_run_records_config_metrics_and_summary_without_secrets(tmp_path, monkeypatch):

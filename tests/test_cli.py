@@ -15,7 +15,7 @@ import pytest
 from crawl_helpers import CLIENT_ID, crawl, public_users, stored_rows, truth_rows
 from sprout.crawl.job import CrawlRequest
 from sprout.malsim.faults import FaultConfig
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.malsim.server import SimulatorServer
 from sprout.store import Store
 
@@ -71,7 +71,7 @@ def test_bad_seed_list_names_the_line(tmp_path):
 
 
 def test_secret_never_printed_or_stored(tmp_path):
-    with SimulatorServer(Population.synthetic(8, seed=2, n_anime=300)) as simulator:
+    with SimulatorServer(synthetic_population(8, seed=2, n_anime=300)) as simulator:
         env = base_env(tmp_path, simulator)
         seeds = tmp_path / "seeds.txt"
         seeds.write_text("\n".join(simulator.population.usernames()))
@@ -89,7 +89,7 @@ def test_second_writer_gets_a_clear_error(tmp_path):
 
 
 def test_crawl_killed_midway_resumes_to_exactly_the_uninterrupted_result(tmp_path):
-    population = Population.synthetic(150, seed=21, n_anime=1500)
+    population = synthetic_population(150, seed=21, n_anime=1500)
     with SimulatorServer(population) as simulator:
         seeds = tmp_path / "seeds.txt"
         seeds.write_text("\n".join(population.usernames()))

@@ -8,7 +8,8 @@ from crawl_helpers import crawl, later_clock, public_users, stored_rows, truth_r
 from sprout.crawl.job import CrawlRequest
 from sprout.crawl.policy import CrawlPolicy
 from sprout.malsim.faults import FaultConfig
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
+from sprout.malsim.realdata import from_anime5k
 from sprout.malsim.server import SimulatorServer
 from sprout.store import Store
 
@@ -18,7 +19,7 @@ NO_FULL_REFRESH = CrawlPolicy(full_refresh_every="P3650D")
 
 @pytest.fixture
 def simulator():
-    with SimulatorServer(Population.synthetic(60, seed=11, private_fraction=0.05)) as server:
+    with SimulatorServer(synthetic_population(60, seed=11, private_fraction=0.05)) as server:
         yield server
 
 
@@ -162,7 +163,7 @@ def test_real_data_backend_crawls_like_the_import(tmp_path, anime5k_dir):
     from sprout.anime5k import username_for
     from sprout.store.importer import import_anime5k
 
-    population = Population.from_anime5k(anime5k_dir)
+    population = from_anime5k(anime5k_dir)
     names = [username_for(i) for i in range(1, 31)]
     with SimulatorServer(population) as simulator, Store.open(tmp_path / "crawled.duckdb") as crawled:
         crawl(crawled, simulator, CrawlRequest(only_usernames=names, refresh_anime=False))

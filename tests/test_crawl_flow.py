@@ -7,14 +7,14 @@ import asyncio
 import pytest
 
 from crawl_helpers import CLIENT_ID, public_users, stored_rows, truth_rows
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.malsim.server import SimulatorServer
 from sprout.store import Store
 
 
 @pytest.fixture
 def sprout_env(tmp_path, monkeypatch):
-    with SimulatorServer(Population.synthetic(25, seed=4, n_anime=800)) as simulator:
+    with SimulatorServer(synthetic_population(25, seed=4, n_anime=800)) as simulator:
         monkeypatch.setenv("SPROUT_HOME", str(tmp_path))
         monkeypatch.setenv("SPROUT_MAL_API_URL", simulator.api_url)
         monkeypatch.setenv("SPROUT_MAL_WEB_URL", simulator.url)
@@ -27,7 +27,7 @@ def test_crawl_flow_stores_publishes_and_emits(prefect_server, sprout_env):
     from prefect import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.crawl import CRAWL_COMPLETED, CrawlParameters, crawl_flow
+    from flows.crawl import CRAWL_COMPLETED, CRAWL_LIMIT, CrawlParameters, crawl_flow
     from flows.limits import DUCKDB_WRITER_LIMIT, MAL_RATE_LIMIT
 
     simulator, home = sprout_env
@@ -42,10 +42,14 @@ def test_crawl_flow_stores_publishes_and_emits(prefect_server, sprout_env):
     async def read_back():
         async with get_client() as client:
             artifacts = await client.read_artifacts(limit=20)
-            events = await client.read_events(EventFilter(event=EventNameFilter(name=[CRAWL_COMPLETED])), limit=10)
+            for _ in range(100):  # events reach the server asynchronously, behind the run's own
+                events = await client.read_events(EventFilter(event=EventNameFilter(name=[CRAWL_COMPLETED])), limit=10)
+                if events.events:
+                    break
+                await asyncio.sleep(0.1)
             limits = {
                 name: await client.read_global_concurrency_limit_by_name(name)
-                for name in (MAL_RATE_LIMIT, DUCKDB_WRITER_LIMIT)
+                for name in (MAL_RATE_LIMIT, DUCKDB_WRITER_LIMIT, CRAWL_LIMIT)
             }
             return artifacts, events, limits
 
@@ -55,5 +59,6 @@ def test_crawl_flow_stores_publishes_and_emits(prefect_server, sprout_env):
     assert any(e.payload.get("users_ok") == len(public) for e in events.events)
     assert limits[DUCKDB_WRITER_LIMIT].limit == 1
     assert limits[MAL_RATE_LIMIT].slot_decay_per_second == 400
-    # The writer slot was handed back.
+    # The writer slot (taken for each transaction) and the crawl slot (the whole run) were handed back.
     assert limits[DUCKDB_WRITER_LIMIT].active_slots == 0
+    assert limits[CRAWL_LIMIT].limit == 1 and limits[CRAWL_LIMIT].active_slots == 0

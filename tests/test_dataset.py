@@ -319,3 +319,36 @@ def test_load_rejects_arrays_rewritten_with_a_matching_file_hash(store, tmp_path
     (folder / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(SnapshotError, match="content hash"):
         load_snapshot(folder)
+
+
+def test_the_default_date_is_the_newest_entry_and_too_few_users_says_which_filter(tmp_path):
+    from datetime import date, datetime, timezone
+
+    from sprout.dataset.config import DatasetConfig
+    from sprout.dataset.snapshot import build_snapshot
+    from sprout.mal.models import ListEntry
+    from sprout.store import Store
+
+    stamp = datetime(2016, 12, 21, 12, tzinfo=timezone.utc)  # an import's publication date, years ago
+    from sprout.store.records import UserListWrite
+
+    with Store.open(tmp_path / "sprout.duckdb") as store:
+        names = [f"user{u}" for u in range(30)]
+        store.add_users(names, "seed", stamp)
+        store.write_user_lists([
+            UserListWrite(name, [ListEntry(anime_id=a, status="completed", score=7, num_episodes_watched=1,
+                                           is_rewatching=False, updated_at=stamp) for a in range(1 + u % 3, 12 + u % 5)],
+                          full=True, fetched_at=stamp, next_due_at=stamp)
+            for u, name in enumerate(names)
+        ])
+    config = DatasetConfig(corpus_size=20, min_counted_entries=5, n_validation_users=3, n_test_users=3)
+    first = build_snapshot(tmp_path / "sprout.duckdb", tmp_path / "a", config)
+    again = build_snapshot(tmp_path / "sprout.duckdb", tmp_path / "b", config)
+    assert first.snapshot_date == "2016-12-21" and first.snapshot_id == again.snapshot_id
+
+    with pytest.raises(ValueError, match="activity window removed 30") as found:
+        build_snapshot(tmp_path / "sprout.duckdb", tmp_path / "c", config, date(2026, 11, 28))
+    assert "--date" in str(found.value)
+    strict = config.model_copy(update={"min_counted_entries": 50})
+    with pytest.raises(ValueError, match="min_counted_entries = 50 removed 30"):
+        build_snapshot(tmp_path / "sprout.duckdb", tmp_path / "d", strict)

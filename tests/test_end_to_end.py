@@ -17,7 +17,7 @@ import pytest
 
 from bentos.local_server import LocalServer
 from prefect_api import PrefectServer, drain_prefect_workers
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.malsim.server import SimulatorServer
 from sprout.store import Store, StoreError
 
@@ -33,7 +33,7 @@ def gate_events(db_path) -> list:
 
 @pytest.fixture
 def platform(tmp_path, monkeypatch):
-    population = Population.synthetic(400, seed=5, n_anime=300)
+    population = synthetic_population(400, seed=5, n_anime=300)
     with SimulatorServer(population) as simulator, PrefectServer(tmp_path / "prefect") as prefect:
         env = {
             "SPROUT_HOME": str(tmp_path / "home"), "SPROUT_MODEL_STORE": str(tmp_path / "model-store"),

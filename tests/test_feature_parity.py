@@ -10,13 +10,13 @@ import numpy as np
 from sprout.dataset.config import DatasetConfig
 from sprout.dataset.features import profile_features
 from sprout.dataset.snapshot import build_snapshot, load_snapshot
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
+from sprout.malsim.store_loader import load_population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.store import Store
 
 
 def test_serving_features_equal_the_snapshot_for_every_training_user(tmp_path):
-    population = Population.synthetic(300, seed=5, n_anime=300)
+    population = synthetic_population(300, seed=5, n_anime=300)
     with Store.open(tmp_path / "sprout.duckdb") as store:
         load_population(store, population, population.now)
         config = DatasetConfig.tiny(n_validation_users=20, n_test_users=20)

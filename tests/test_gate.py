@@ -14,14 +14,14 @@ import pytest
 from flax import nnx
 
 from sprout.dataset.snapshot import load_snapshot
-from sprout.dataset.synthetic import load_population
+from sprout.malsim.store_loader import load_population
 from sprout.evaluation.gate import GateRules, decide
 from sprout.evaluation.promotion import IncomparableModel, evaluate_artifact
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.model.autoencoder import Autoencoder
-from sprout.presets import get_preset
+from sprout.training.presets import get_preset
 from sprout.store import Store
-from sprout.training.artifact import METADATA_FILE, write_model_artifact
+from sprout.model.artifact import METADATA_FILE, write_model_artifact
 from sprout.training.run import build_dataset, resolve_snapshot
 
 TINY = get_preset("tiny")
@@ -112,7 +112,7 @@ def test_latency_over_budget_is_refused():
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    population = Population.synthetic(600, seed=3, n_anime=400)
+    population = synthetic_population(600, seed=3, n_anime=400)
     with Store.open(home / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     build_dataset(home, home / "sprout.duckdb", TINY, population.now.date())

@@ -130,14 +130,13 @@ async def test_incremental_mark_may_be_naive_utc():
 
 
 @pytest.mark.anyio
-async def test_items_without_status_are_skipped_duplicates_keep_the_first_and_extra_fields_pass():
+async def test_duplicates_keep_the_first_and_extra_fields_pass():
     rows = [
-        {"node": {"id": 1, "title": "No status"}},
         item(2, T0, score=9, start_date="2019", finish_date="2019-05", priority=2),
         item(2, T0, score=3),
         item(3, "2024-06-01T10:00:00+09:00", start_date="2019-05-17", status="dropped"),
     ]
-    rows[1]["node"]["num_episodes"] = 24
+    rows[0]["node"]["num_episodes"] = 24
     body = {"data": rows, "paging": {"previous": "x"}, "season": "spring"}
 
     async with make_client(lambda r: httpx.Response(200, json=body)) as client:
@@ -149,6 +148,40 @@ async def test_items_without_status_are_skipped_duplicates_keep_the_first_and_ex
     assert (by_id[2].start_date, by_id[2].finish_date) == ("2019", "2019-05")
     assert by_id[3].start_date == "2019-05-17"
     assert by_id[3].updated_at == datetime(2024, 6, 1, 1, tzinfo=timezone.utc)
+    assert result.complete and result.skipped == 0
+
+
+@pytest.mark.anyio
+async def test_items_without_the_list_status_asked_for_are_retried_then_an_error():
+    bare = httpx.Response(200, json={"data": [{"node": {"id": 1, "title": "No status"}}, item(2, T0)]})
+    async with make_client(scripted(bare, httpx.Response(200, json={"data": [item(1, T0)]}))) as client:
+        result = await client.fetch_animelist("u1")
+    assert [e.anime_id for e in result.entries] == [1] and result.requests == 2 and client.stats.malformed == 1
+
+    async with make_client(scripted(bare), max_attempts=3) as client:
+        with pytest.raises(RetriesExhausted) as caught:
+            await client.fetch_animelist("u1")
+    assert caught.value.attempts == 3 and "list_status" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_items_of_the_wrong_shape_are_skipped_counted_and_make_the_list_incomplete():
+    huge = 2**40
+    rows = [
+        item(1, T0),
+        item(huge, T0),  # an id beyond 32 bits
+        item(3, T0, num_episodes_watched=huge),
+        item(4, T0, status="binge_watching"),
+        {"node": {"id": 5}, "list_status": {"status": "completed", "updated_at": "never"}},
+        item(6, T0),
+    ]
+    async with make_client(lambda r: httpx.Response(200, json={"data": rows})) as client:
+        full = await client.fetch_animelist("u1")
+        incremental = await client.fetch_animelist("u1", since=T0 - timedelta(days=1))
+    assert [e.anime_id for e in full.entries] == [1, 6] and full.skipped == 4
+    assert not full.complete  # a skipped item must not read as deleted
+    assert incremental.skipped == 4 and not incremental.complete
+    assert client.stats.malformed == 8 and client.stats.requests == 2
 
 
 @pytest.mark.anyio
@@ -191,7 +224,7 @@ def scripted(*responses) -> Callable[[httpx.Request], httpx.Response]:
 @pytest.mark.anyio
 async def test_429_waits_at_least_retry_after():
     handler = scripted(httpx.Response(429, headers={"Retry-After": "0.2"}), ok_anime())
-    async with make_client(handler) as client:
+    async with make_client(handler, backoff_max_s=1.0) as client:
         started = time.monotonic()
         anime = await client.fetch_anime(1)
         elapsed = time.monotonic() - started
@@ -246,12 +279,46 @@ async def test_truncated_json_is_retried():
 
 @pytest.mark.anyio
 async def test_wrong_shape_is_a_response_error_without_retry():
-    body = {"data": [{"node": {"id": 1}, "list_status": {"status": "completed", "updated_at": "never"}}]}
+    body = {"id": 1, "title": "Show", "start_date": "never"}
     async with make_client(lambda r: httpx.Response(200, json=body)) as client:
         with pytest.raises(MalResponseError) as caught:
+            await client.fetch_anime(1)
+        with pytest.raises(MalResponseError) as list_caught:
+            await client.fetch_animelist("u1", since=T0)  # the page itself lacks data
+    assert "start_date" in str(caught.value) and "data" in str(list_caught.value)
+    assert client.stats.requests == 2
+
+
+@pytest.mark.anyio
+async def test_a_body_that_lies_about_its_encoding_is_retried():
+    lying = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b'{"data": []}'))
+    async with make_client(scripted(lying, httpx.Response(200, json={"data": [item(1, T0)]}))) as client:
+        result = await client.fetch_animelist("u1")
+    assert [e.anime_id for e in result.entries] == [1] and result.requests == 2 and client.stats.malformed == 1
+
+
+@pytest.mark.anyio
+async def test_next_links_that_are_not_urls_are_response_errors():
+    for link in ("http://[::1/v2/next", "ftp://mal.test/next"):
+        body = {"data": [item(1, T0)], "paging": {"next": link}}
+        async with make_client(lambda r, b=body: httpx.Response(200, json=b)) as client:
+            with pytest.raises(MalResponseError, match="paging.next"):
+                await client.fetch_animelist("u1")
+
+
+@pytest.mark.anyio
+async def test_paging_stops_at_the_page_cap():
+    def endless(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params.get("offset", 0))
+        next_url = str(request.url.copy_set_param("offset", offset + 1))
+        return httpx.Response(200, json={"data": [item(offset + 1, T0)], "paging": {"next": next_url}})
+
+    async with make_client(endless, max_list_pages=5) as client:
+        with pytest.raises(MalResponseError, match="past 5 pages"):
             await client.fetch_animelist("u1")
-    assert "data.0.list_status.updated_at" in str(caught.value)
-    assert client.stats.requests == 1
+    assert client.stats.requests == 5
+    with pytest.raises(ValueError):
+        make_client(endless, max_list_pages=0)
 
 
 def test_retry_after_parses_seconds_and_http_dates():
@@ -482,12 +549,34 @@ async def test_backoff_is_full_jitter_capped_and_raised_to_retry_after():
         httpx.Response(429, headers={"Retry-After": "10"}),
         ok_anime(),
     )
-    client = make_client(handler, max_attempts=5, backoff_base_s=1.0, backoff_max_s=2.0, sleep=record)
+    client = make_client(handler, max_attempts=5, backoff_base_s=1.0, backoff_max_s=20.0, sleep=record)
     async with client:
         await client.fetch_anime(1)
     assert len(slept) == 4
-    assert 0 <= slept[0] <= 1.0 and 0 <= slept[1] <= 2.0 and 0 <= slept[2] <= 2.0  # capped at max_s
+    assert 0 <= slept[0] <= 1.0 and 0 <= slept[1] <= 2.0 and 0 <= slept[2] <= 4.0  # doubling, with jitter
     assert slept[3] == 10.0  # the header outranks the jitter
+
+    slept.clear()
+    handler = scripted(httpx.Response(503), httpx.Response(503), ok_anime())
+    client = make_client(handler, max_attempts=5, backoff_base_s=1.0, backoff_max_s=1.5, sleep=record)
+    async with client:
+        await client.fetch_anime(1)
+    assert 0 <= slept[1] <= 1.5  # capped at max_s
+
+
+@pytest.mark.anyio
+async def test_retry_after_is_capped_at_the_backoff_maximum():
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    far = httpx.Response(429, headers={"Retry-After": "Thu, 01 Jan 2099 00:00:00 GMT"})
+    huge = httpx.Response(503, headers={"Retry-After": "1e12"})
+    client = make_client(scripted(far, huge, ok_anime()), backoff_base_s=0.5, backoff_max_s=7.0, sleep=record)
+    async with client:
+        assert (await client.fetch_anime(1)).id == 1
+    assert slept == [7.0, 7.0]
 
 
 def test_redact_url_hides_secret_query_values():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sprout.mal.models import AnimeDetails, AnimeListItem, AnimeListPage, ListEntry, RankingPage
-from sprout.malsim import FaultConfig, SimulatorServer, from_anime5k, synthetic
+from sprout.malsim import FaultConfig, SimulatorServer, from_anime5k, synthetic_population
 from sprout.malsim.catalogue import RELATION_INVERSE
 from sprout.malsim.faults import FaultInjector
 from sprout.malsim.lists import COMPLETED, PLAN_TO_WATCH
@@ -28,7 +28,7 @@ FULL_FIELDS = (
 
 @pytest.fixture(scope="module")
 def population():
-    return synthetic(2000, seed=7, n_anime=3000)
+    return synthetic_population(2000, seed=7, n_anime=3000)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def user_score_stats(population):
 
 
 def test_synthetic_population_is_deterministic_by_seed():
-    a, b, c = (synthetic(300, seed=s, n_anime=800) for s in (5, 5, 6))
+    a, b, c = (synthetic_population(300, seed=s, n_anime=800) for s in (5, 5, 6))
     assert a.usernames() == b.usernames() and a.usernames() != c.usernames()
     for name, column in a.state.lists.columns().items():
         assert np.array_equal(column, getattr(b.state.lists, name)), name
@@ -372,7 +372,7 @@ def test_faults_are_switched_over_http_and_reproducible(population, faulty, clie
 
 @pytest.fixture()
 def evolving():
-    population = synthetic(500, seed=3, n_anime=1000, private_fraction=0.0)
+    population = synthetic_population(500, seed=3, n_anime=1000, private_fraction=0.0)
     with SimulatorServer(population) as server:
         yield server
 
@@ -402,7 +402,7 @@ def test_advance_changes_are_visible_through_the_api(evolving, client):
 
 
 def test_advance_is_deterministic_given_seed():
-    a, b = synthetic(300, seed=2, n_anime=600), synthetic(300, seed=2, n_anime=600)
+    a, b = synthetic_population(300, seed=2, n_anime=600), synthetic_population(300, seed=2, n_anime=600)
     assert a.advance(10, seed=5) == b.advance(10, seed=5)
     assert a.usernames() == b.usernames()
     for name, column in a.state.lists.columns().items():

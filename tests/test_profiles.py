@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 
-import httpx
 import pytest
 
 from crawl_helpers import fast_client, public_users
 from sprout.malsim.faults import FaultConfig
-from sprout.malsim.population import Population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.malsim.server import SimulatorServer
 from sprout.profiles import (
     ExportError,
@@ -26,7 +25,7 @@ from sprout.profiles import (
 
 @pytest.fixture(scope="module")
 def simulator():
-    with SimulatorServer(Population.synthetic(40, seed=21, n_anime=400, private_fraction=0.1)) as server:
+    with SimulatorServer(synthetic_population(40, seed=21, n_anime=400, private_fraction=0.1)) as server:
         yield server
 
 

@@ -8,15 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from flax import nnx
 
+from artifact_helpers import untrained_artifacts
 from bentos.registry import ArtifactMismatch, ModelRegistry
-from sprout.dataset.snapshot import load_snapshot
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
-from sprout.model.autoencoder import Autoencoder
-from sprout.model.config import ModelConfig
-from sprout.presets import get_preset
 from sprout.registry import (
     ARCHIVED,
     CHALLENGER,
@@ -28,7 +22,7 @@ from sprout.registry import (
     plan_rollback,
 )
 from sprout.store import Store
-from sprout.training.artifact import read_model_artifact, write_model_artifact
+from sprout.model.artifact import read_model_artifact
 
 DATASET = "ab" * 32
 
@@ -41,20 +35,7 @@ def no_usage_tracking(monkeypatch):
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> tuple[Path, Path]:
     """Two model folders with different weights, on one tiny snapshot; nothing is trained."""
-    home = tmp_path_factory.mktemp("home")
-    population = Population.synthetic(200, seed=3, n_anime=150)
-    with Store.open(home / "sprout.duckdb") as store:
-        load_population(store, population, population.now)
-    from sprout.training.run import build_dataset
-
-    build_dataset(home, home / "sprout.duckdb", get_preset("tiny"), population.now.date())
-    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
-    config = ModelConfig.tiny(corpus_size=len(snapshot.corpus.anime_ids))
-    folders = []
-    for seed in (0, 1):
-        model = Autoencoder(config, nnx.Rngs(seed))
-        _, folder = write_model_artifact(home / "models", model, snapshot, {"metrics": {"ndcg@100": 0.1 * seed}})
-        folders.append(folder)
+    _, folders = untrained_artifacts(tmp_path_factory.mktemp("home"), 2)
     return folders[0], folders[1]
 
 

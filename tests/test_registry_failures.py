@@ -17,19 +17,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from flax import nnx
 
+from artifact_helpers import untrained_artifacts
 from bentos.registry import ModelRegistry
-from sprout.dataset.snapshot import load_snapshot
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
-from sprout.model.autoencoder import Autoencoder
-from sprout.model.config import ModelConfig
-from sprout.presets import get_preset
 from sprout.registry import ARCHIVED, CHALLENGER, CHAMPION
 from sprout.store import Store
-from sprout.training.artifact import write_model_artifact
-from sprout.training.run import build_dataset
 
 DATASET = "cd" * 32
 
@@ -72,17 +64,7 @@ def no_usage_tracking(monkeypatch):
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> list[Path]:
     """Three model folders with different weights on one tiny snapshot (nothing trained)."""
-    home = tmp_path_factory.mktemp("home")
-    population = Population.synthetic(200, seed=3, n_anime=150)
-    with Store.open(home / "sprout.duckdb") as store:
-        load_population(store, population, population.now)
-    build_dataset(home, home / "sprout.duckdb", get_preset("tiny"), population.now.date())
-    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
-    config = ModelConfig.tiny(corpus_size=len(snapshot.corpus.anime_ids))
-    return [
-        write_model_artifact(home / "models", Autoencoder(config, nnx.Rngs(seed)), snapshot, {})[1]
-        for seed in range(3)
-    ]
+    return untrained_artifacts(tmp_path_factory.mktemp("home"), 3)[1]
 
 
 def run_child(store_dir: Path, database: Path, kill_at: int, request: str, *args: str) -> subprocess.CompletedProcess:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
+from sprout.malsim.store_loader import load_population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.store import Store
 
 
@@ -16,7 +16,7 @@ def test_retrain_flow_builds_trains_and_publishes(prefect_server, tmp_path, monk
 
     monkeypatch.setenv("SPROUT_HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    population = Population.synthetic(400, seed=8, n_anime=300)
+    population = synthetic_population(400, seed=8, n_anime=300)
     with Store.open(tmp_path / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     summary = retrain_flow(RetrainParameters(config="tiny", snapshot_date=population.now.date()))

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from sprout.dataset.snapshot import load_snapshot
-from sprout.dataset.synthetic import load_population
-from sprout.malsim.population import Population
+from sprout.malsim.store_loader import load_population
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.model.autoencoder import parameter_count
-from sprout.presets import get_preset
+from sprout.training.presets import get_preset
 from sprout.store import Store
-from sprout.training.artifact import read_model_artifact
+from sprout.model.artifact import read_model_artifact
 from sprout.training.config import TrainConfig
 from sprout.training.loop import NonFiniteLoss, train
 from sprout.training.run import build_dataset, train_model
@@ -34,7 +34,7 @@ TINY = get_preset("tiny")
 def home(tmp_path_factory) -> Path:
     """A SPROUT_HOME with a simulated population in DuckDB and one tiny snapshot built."""
     home = tmp_path_factory.mktemp("home")
-    population = Population.synthetic(600, seed=3, n_anime=400)
+    population = synthetic_population(600, seed=3, n_anime=400)
     with Store.open(home / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     build_dataset(home, home / "sprout.duckdb", TINY, population.now.date())

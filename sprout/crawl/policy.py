@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from sprout.store.diff import DeletionGuard
+
+if TYPE_CHECKING:
+    from sprout.config import Settings
+
 
 class CrawlPolicy(BaseModel):
-    """Timing rules of the crawl; every duration is configurable."""
+    """Timing rules of the crawl (every duration is configurable) and its mass-deletion guard."""
 
     recrawl_every: timedelta = Field(timedelta(days=1), description="How soon a crawled user is due again.")
     full_refresh_every: timedelta = Field(
@@ -20,6 +26,24 @@ class CrawlPolicy(BaseModel):
     error_backoff_first: timedelta = Field(timedelta(hours=1), description="Delay after a first failed crawl.")
     error_backoff_max: timedelta = Field(timedelta(days=7), description="Longest delay after repeated failures.")
     anime_max_age: timedelta = Field(timedelta(days=30), description="Anime metadata older than this is refreshed.")
+    mass_deletion_min_entries: int = Field(
+        50, ge=1, description="Stored lists at least this long are guarded against mass deletion by one listing."
+    )
+    mass_deletion_fraction: float = Field(
+        0.5, gt=0, le=1, description="A full listing deleting more than this share waits for a later one to agree."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> CrawlPolicy:
+        """The policy with the guard thresholds of ``settings`` (timing rules keep their defaults)."""
+        fields = {
+            "mass_deletion_min_entries": settings.crawl_mass_deletion_min_entries,
+            "mass_deletion_fraction": settings.crawl_mass_deletion_fraction,
+        }
+        return cls(**{**fields, **overrides})
+
+    def deletion_guard(self) -> DeletionGuard:
+        return DeletionGuard(self.mass_deletion_min_entries, self.mass_deletion_fraction)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,31 @@
 """Fetch due users' lists concurrently and write them in batched transactions.
 
 Fetchers run concurrently (the client bounds requests in flight and the rate); one writer drains
-their results into the store in batches, each batch one transaction. A run killed at any point
-loses only fetched-but-unwritten lists, whose users stay due and are fetched again on resume.
+their results into the store in batches, each batch one transaction in a short store session
+(the file is not held while fetching). A run killed at any point loses only fetched-but-unwritten
+lists, whose users stay due and are fetched again on resume.
+
+Whatever goes wrong with one user (an error of any kind while fetching, a list the store refuses)
+is that user's outcome, with backoff; only a store that cannot be written at all fails the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sprout.crawl.access import StoreAccess, as_access, in_session
 from sprout.crawl.policy import CrawlPolicy, error_retry_at, plan_fetch
 from sprout.crawl.stats import CrawlStats
 from sprout.mal.client import MalClient
 from sprout.mal.errors import MalError, PrivateList, Throttled, UserNotFound
 from sprout.store import DueUser, Store, UserListWrite, UserOutcome
+from sprout.store.entries import GuardedChange, write_guarded_lists
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Progress = Callable[[int, int], None]
@@ -27,14 +36,16 @@ class _Fetched:
     write: UserListWrite
 
 
-def _failure_outcome(error: Exception, due: DueUser, now: datetime, policy: CrawlPolicy) -> UserOutcome:
+def _failure_outcome(error: BaseException, due: DueUser, now: datetime, policy: CrawlPolicy) -> UserOutcome:
     if isinstance(error, UserNotFound):
         return UserOutcome(due.username, "not_found", 404, None, now, now + policy.not_found_recheck_after)
     if isinstance(error, PrivateList):
         return UserOutcome(due.username, "private", 403, None, now, now + policy.private_recheck_after)
     status = getattr(error, "last_status", None) or getattr(error, "status", None)
+    status = status if isinstance(status, int) else None
     retry_at = error_retry_at(now, due.attempts + 1, policy)
-    return UserOutcome(due.username, "error", status, str(error)[:500], now, retry_at)
+    message = str(error) if isinstance(error, MalError) else f"{type(error).__name__}: {error}"
+    return UserOutcome(due.username, "error", status, message[:500], now, retry_at)
 
 
 class ProfileCrawler:
@@ -42,7 +53,7 @@ class ProfileCrawler:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | StoreAccess,
         client: MalClient,
         policy: CrawlPolicy,
         *,
@@ -51,18 +62,21 @@ class ProfileCrawler:
         batch_size: int = 128,
         progress: Progress | None = None,
     ) -> None:
-        self.store = store
+        self.access = as_access(store)
         self.client = client
         self.policy = policy
         self.clock = clock
         self.workers = workers
         self.batch_size = batch_size
         self.progress = progress
+        self.guard = policy.deletion_guard()
         # username -> final state of this run ("ok", "private", "not_found", "error", "throttled")
         self.outcomes: dict[str, str] = {}
+        self._due: dict[str, DueUser] = {}
 
     async def run(self, due: Sequence[DueUser], stats: CrawlStats, *, force_full: bool = False) -> None:
         by_name = {d.username: d for d in due}
+        self._due.update(by_name)
         pending: asyncio.Queue[DueUser] = asyncio.Queue()
         for user in due:
             pending.put_nowait(user)
@@ -121,11 +135,14 @@ class ProfileCrawler:
             for name in names:
                 self.outcomes[name] = "throttled"
             return [UserOutcome(name, "pending", 403, "throttled", now, retry_at) for name in names]
-        except MalError as error:
+        except Exception as error:  # any failure is this user's, never the run's
+            if not isinstance(error, MalError):
+                log.warning("fetching %s failed unexpectedly", user.username, exc_info=True)
             outcome = _failure_outcome(error, by_name.get(user.username, user), now, self.policy)
             self.outcomes[user.username] = outcome.state
             return [outcome]
         self.outcomes[user.username] = "ok"
+        stats.entries_skipped += listing.skipped
         if plan.full:
             stats.full_listings += 1
         else:
@@ -143,14 +160,46 @@ class ProfileCrawler:
 
     async def _flush(self, writes: list[UserListWrite], marks: dict[str, UserOutcome], stats: CrawlStats) -> None:
         if writes:
-            changes = await asyncio.to_thread(self.store.write_user_lists, writes)
-            for change in changes:
-                stats.entries_added += change.added
-                stats.entries_changed += change.changed
-                stats.entries_deleted += change.deleted
-                stats.profiles_changed += bool(change.added or change.changed or change.deleted)
+            written, failed = await self._write_lists(writes)
+            for change in written:
+                stats.entries_added += change.counts.added
+                stats.entries_changed += change.counts.changed
+                stats.entries_deleted += change.counts.deleted
+                stats.profiles_changed += bool(change.counts.total)
+                stats.users_deletions_held += bool(change.held)
+                stats.entries_deletions_held += change.held
+            for write, error in failed:
+                due = self._due.get(write.username) or DueUser(write.username, "pending", None, None, 0)
+                marks[write.username] = _failure_outcome(error, due, write.fetched_at, self.policy)
+                self.outcomes[write.username] = "error"
         if marks:
-            await asyncio.to_thread(self.store.mark_users, list(marks.values()))
+            await in_session(self.access, lambda store: store.mark_users(list(marks.values())))
+
+    async def _write_lists(
+        self, writes: list[UserListWrite]
+    ) -> tuple[list[GuardedChange], list[tuple[UserListWrite, Exception]]]:
+        """The batch in one transaction; should the store refuse it, each list alone, so that one
+        bad list costs only its own user. Returns the changes written and the lists refused (a
+        store that cannot be written at all still fails the run: marking those users fails too)."""
+
+        def write(store: Store, batch: list[UserListWrite]) -> list[GuardedChange]:
+            with store.transaction() as connection:
+                return write_guarded_lists(connection, batch, self.guard)
+
+        def write_each(store: Store) -> tuple[list[GuardedChange], list[tuple[UserListWrite, Exception]]]:
+            try:
+                return write(store, writes), []
+            except Exception:  # find the list(s) at fault below
+                log.warning("a batch of %d lists failed to write; writing them one by one", len(writes), exc_info=True)
+            written, failed = [], []
+            for one in writes:
+                try:
+                    written.extend(write(store, [one]))
+                except Exception as error:  # recorded as this user's error
+                    failed.append((one, error))
+            return written, failed
+
+        return await in_session(self.access, write_each)
 
     def _count_outcomes(self, stats: CrawlStats) -> None:
         for state in self.outcomes.values():

@@ -10,6 +10,7 @@ class CrawlStats:
     """Counts of one crawl run; ``as_dict`` is what artifacts, events and the database get."""
 
     users_discovered: int = 0
+    sources_failed: int = 0  # discovery sources that failed (the run crawls the users it knows)
     users_due: int = 0
     users_ok: int = 0
     users_private: int = 0
@@ -23,6 +24,9 @@ class CrawlStats:
     entries_added: int = 0
     entries_changed: int = 0
     entries_deleted: int = 0
+    entries_skipped: int = 0  # list items that broke the documented shape (ids beyond 32 bits, say)
+    users_deletions_held: int = 0  # full lists whose mass deletion waits for a later listing to agree
+    entries_deletions_held: int = 0  # rows those lists would have deleted
     anime_refreshed: int = 0
     anime_missing: int = 0
     anime_failed: int = 0

@@ -1,7 +1,8 @@
 """The corpus: the shows a model knows, most-listed first (docs/design.md §4).
 
-Counted in SQL over every list row (all users, all statuses) up to the snapshot cutoff, minus
-shows whose age rating is excluded; shows without metadata are kept (they have no rating).
+Counted in SQL over every list row (all statuses) up to the snapshot cutoff, minus the rows of
+users who went private or deleted their account, and minus shows whose age rating is excluded;
+shows without metadata are kept (they have no rating).
 It is versioned with the snapshot and travels with every model as plain JSON, together with
 each show's direct predecessors (its prequels and parent stories), which serving needs to hide
 sequels of shows the user has not seen.
@@ -17,11 +18,13 @@ from typing import Any
 import duckdb
 import numpy as np
 
-_CORPUS_SQL = """
+from sprout.store.retention import WITHDRAWN_USERS_SQL
+
+_CORPUS_SQL = f"""
 WITH counts AS (
     SELECT anime_id, count(*) AS n_lists
     FROM list_entries
-    WHERE updated_at < $cutoff
+    WHERE updated_at < $cutoff AND username NOT IN ({WITHDRAWN_USERS_SQL})
     GROUP BY anime_id
 ), predecessors AS (
     -- (anime_id X, related_id Y, 'prequel') means Y is X's prequel: X directly follows Y.

@@ -5,10 +5,13 @@ as columns); `features.profile_features` then applies the entry rules and the no
 the whole batch at once — the same code serving runs on one profile.
 
 Reproducibility: only entries updated on or before ``snapshot_date`` (UTC) are read, and the
-activity window counts back from that date, never from today. Data without real timestamps,
-such as the anime-5k import (every ``updated_at`` = 2016-12-21), builds with
-``snapshot_date=date(2016, 12, 21)`` (or any date less than ``activity_window_days`` later), or
-with a later date and ``activity_window_days`` widened to reach back to 2016-12-21.
+activity window counts back from that date, never from today. Without a date the snapshot is
+taken as of the newest entry's day, so it depends on the data only: the same data gives the
+same snapshot id on any day (an import stamped with its publication date included). Users who
+are private or gone now are left out whatever the date (their consent is read at build time),
+so rebuilding an old date after one withdrew yields a different snapshot id.
+
+Too few users left is a `ValueError` that says which filter removed them and what changes it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pyarrow as pa
 
 from sprout.mal.models import LIST_STATUSES
 from sprout.store import Store
+from sprout.store.retention import WITHDRAWN_USERS_SQL
 
 from .config import DatasetConfig
 from .corpus import build_corpus
@@ -42,10 +46,11 @@ __all__ = ["Snapshot", "SnapshotError", "SnapshotManifest", "SplitArrays", "buil
 
 _STATUS_CODE_SQL = "CASE status " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(LIST_STATUSES)) + " END"
 
-_ELIGIBLE_USERS_SQL = """
+# Users who went private or deleted their account are left out at once, whatever the date.
+_ELIGIBLE_USERS_SQL = f"""
 SELECT username
 FROM list_entries
-WHERE updated_at < $cutoff
+WHERE updated_at < $cutoff AND username NOT IN ({WITHDRAWN_USERS_SQL})
 GROUP BY username
 HAVING count(*) FILTER (WHERE status <> 'plan_to_watch') >= $min_counted
    AND max(updated_at) >= $active_since
@@ -129,21 +134,71 @@ def _split_arrays(
     )
 
 
+def newest_entry_day(connection: duckdb.DuckDBPyConnection) -> date:
+    """The UTC day of the most recently updated list entry: the default snapshot date."""
+    newest = connection.execute("SELECT max(updated_at) FROM list_entries").fetchone()[0]
+    if newest is None:
+        raise ValueError("the store has no list entries yet: crawl (`sprout crawl`) or import (`sprout import`) first")
+    return newest.astimezone(UTC).date()
+
+
+def _why_too_few(connection: duckdb.DuckDBPyConnection, config: DatasetConfig, cutoff: datetime, needed: int) -> str:
+    """Which filter left too few users, how many it removed, and the option that changes it."""
+    active_since = cutoff - timedelta(days=config.activity_window_days)
+    counts = connection.execute(
+        f"""
+        WITH users AS (
+            SELECT username,
+                   count(*) FILTER (WHERE status <> 'plan_to_watch') AS counted,
+                   max(updated_at) AS newest,
+                   username IN ({WITHDRAWN_USERS_SQL}) AS withdrawn
+            FROM list_entries WHERE updated_at < $cutoff GROUP BY username
+        )
+        SELECT count(*), count(*) FILTER (WHERE withdrawn),
+               count(*) FILTER (WHERE NOT withdrawn AND newest < $active_since),
+               count(*) FILTER (WHERE NOT withdrawn AND newest >= $active_since AND counted < $min_counted)
+        FROM users
+        """,
+        {"cutoff": cutoff, "active_since": active_since, "min_counted": config.min_counted_entries},
+    ).fetchone()
+    listed, withdrawn, inactive, short = (int(c or 0) for c in counts)
+    day = (cutoff - timedelta(days=1)).date().isoformat()
+    lines = [f"{listed:,} users have entries up to {day}, and {needed:,} are needed (validation + test users, at "
+             "most a third of all)."]
+    if listed == 0:
+        lines.append("No entry is dated on or before the snapshot date: choose a later --date.")
+    if inactive:
+        lines.append(f"The activity window removed {inactive:,} (newest entry before {active_since.date()}): "
+                     "choose a --date nearer their entries or widen activity_window_days.")
+    if short:
+        lines.append(f"min_counted_entries = {config.min_counted_entries} removed {short:,} with fewer counted "
+                     "entries (plan-to-watch does not count): lower it or gather more users.")
+    if withdrawn:
+        lines.append(f"{withdrawn:,} went private or deleted their account and are left out by design.")
+    return " ".join(lines)
+
+
 def build_snapshot(
-    source: Store | Path | str, out_dir: Path | str, config: DatasetConfig, snapshot_date: date
+    source: Store | Path | str, out_dir: Path | str, config: DatasetConfig, snapshot_date: date | None = None
 ) -> SnapshotManifest:
-    """Build (or find) the snapshot of ``source`` as of ``snapshot_date`` under ``out_dir``.
+    """Build (or find) the snapshot of ``source`` as of ``snapshot_date`` (default: the newest
+    entry's day) under ``out_dir``.
 
     ``source`` is an open `Store` or the path of a DuckDB file (opened read-only). Returns the
     manifest; the folder is ``out_dir / manifest.snapshot_id``. Raises ValueError when there are
-    too few eligible users for the held-out splits.
+    too few eligible users for the held-out splits, saying which filter removed them.
     """
-    cutoff = _cutoff(snapshot_date)
     with _reading(source) as connection:
+        snapshot_date = snapshot_date if snapshot_date is not None else newest_entry_day(connection)
+        cutoff = _cutoff(snapshot_date)
         corpus = build_corpus(
             connection, corpus_size=config.corpus_size, excluded_ratings=config.excluded_ratings, cutoff=cutoff
         )
         usernames, columns = _eligible_entries(connection, config, cutoff)
+        needed = 3 * max(config.n_validation_users, config.n_test_users)
+        if len(usernames) < needed:
+            raise ValueError(f"{len(usernames):,} users are eligible for a snapshot: "
+                             + _why_too_few(connection, config, cutoff, needed))
     user_of_row = columns["user_index"]  # [n] ascending
     indptr = np.zeros(len(usernames) + 1, np.int64)
     np.cumsum(np.bincount(user_of_row, minlength=len(usernames)), out=indptr[1:])

@@ -4,7 +4,10 @@ verified loading.
 A snapshot is a folder ``<snapshot_id>/`` holding ``arrays.npz`` (plain numeric arrays, loaded
 with ``allow_pickle=False``), ``users.json`` (user names per split), ``corpus.json`` and
 ``manifest.json``. The id is a hash of the content (arrays, names, corpus, config, date), so a
-folder is never rewritten: building the same data again finds it already there.
+folder is never rewritten: building the same data again finds it already there, after checking
+its files against the manifest's hashes. A build writes a hidden staging folder, fsyncs it and
+renames it into place, so a kill or a power loss never leaves a partial ``<snapshot_id>/``; a
+folder that fails the check anyway (damaged on disk, or left by older code) is rebuilt.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from sprout.durable_files import file_sha256, fsync_folder, fsync_tree
 
 from .config import DatasetConfig
 from .corpus import Corpus
@@ -27,6 +33,8 @@ from .splits import SPLIT_NAMES
 FORMAT_VERSION = 1
 ID_HEX_DIGITS = 16
 ARRAYS_FILE, USERS_FILE, CORPUS_FILE, MANIFEST_FILE = "arrays.npz", "users.json", "corpus.json", "manifest.json"
+# A staging folder older than this belongs to a build that was killed (a live one is minutes old).
+STALE_STAGING_S = 6 * 3600
 # Per split, in this order; `heldout` only for validation and test.
 ARRAY_DTYPES = {
     "indptr": np.int64,  # [U + 1]
@@ -153,10 +161,6 @@ def content_sha256(
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
 
 def write_snapshot(
     out_dir: Path,
@@ -166,14 +170,18 @@ def write_snapshot(
     snapshot_date: str,
     source: dict[str, int],
 ) -> SnapshotManifest:
-    """Write the folder atomically (temp folder, then rename); reuse one with the same id."""
+    """Write the folder atomically (staging folder, fsync, rename); reuse an intact one with the
+    same id, and rebuild one that fails verification."""
     arrays, users_json, corpus_json = _flat_arrays(splits), _users_json(splits), corpus.to_json()
     content = content_sha256(arrays, users_json, corpus_json, config, snapshot_date)
     snapshot_id = content[:ID_HEX_DIGITS]
     final = out_dir / snapshot_id
-    if (final / MANIFEST_FILE).is_file():
-        return read_manifest(final)
+    if final.exists():
+        if _is_intact(final, content):
+            return read_manifest(final)
+        _discard(final)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out_dir)
     temporary = Path(tempfile.mkdtemp(prefix=f".{snapshot_id}-", dir=out_dir))
     try:
         np.savez(temporary / ARRAYS_FILE, **arrays)
@@ -196,17 +204,53 @@ def write_snapshot(
                 for name in SPLIT_NAMES
             },
             source=source,
-            files={f: _file_sha256(temporary / f) for f in (ARRAYS_FILE, USERS_FILE, CORPUS_FILE)},
+            files={f: file_sha256(temporary / f) for f in (ARRAYS_FILE, USERS_FILE, CORPUS_FILE)},
         )
         (temporary / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        fsync_tree(temporary)
         try:
             os.rename(temporary, final)
         except OSError:
-            if not (final / MANIFEST_FILE).is_file():  # not a concurrent build of the same id
+            if not _is_intact(final, content):  # not a concurrent build of the same id
                 raise
+        fsync_folder(out_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return read_manifest(final)
+
+
+def verify_files(path: Path, manifest: SnapshotManifest) -> None:
+    """Raise `SnapshotError` unless every file the manifest lists is there with its hash."""
+    for name, expected in manifest.files.items():
+        if not (path / name).is_file() or file_sha256(path / name) != expected:
+            raise SnapshotError(f"{path}: {name} is missing or differs from the manifest")
+
+
+def _is_intact(path: Path, content: str) -> bool:
+    """The folder passes every check `load_snapshot` makes, and holds exactly this content."""
+    try:
+        manifest, *_ = _read_verified(path)
+    except SnapshotError:
+        return False
+    return manifest.content_sha256 == content
+
+
+def _discard(path: Path) -> None:
+    """Move a damaged snapshot folder out of the way (one rename, so no reader sees it half
+    deleted), then delete it."""
+    doomed = Path(tempfile.mkdtemp(prefix=f".{path.name}-damaged-", dir=path.parent))
+    os.rename(path, doomed / path.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    cutoff = time.time() - STALE_STAGING_S
+    for staging in out_dir.glob(".*-*"):
+        try:
+            if staging.is_dir() and staging.stat().st_mtime < cutoff:
+                shutil.rmtree(staging, ignore_errors=True)
+        except FileNotFoundError:  # removed by a concurrent build
+            continue
 
 
 def read_manifest(path: Path | str) -> SnapshotManifest:
@@ -220,20 +264,29 @@ def read_manifest(path: Path | str) -> SnapshotManifest:
     return manifest
 
 
-def load_snapshot(path: Path | str) -> Snapshot:
-    """Read a snapshot folder, checking every file and the content hash against the manifest."""
-    path = Path(path)
+def _read_verified(path: Path) -> tuple[SnapshotManifest, dict[str, np.ndarray], str, str]:
+    """Manifest, arrays, users JSON and corpus JSON of a folder that passes every check."""
     manifest = read_manifest(path)
-    for name, expected in manifest.files.items():
-        if not (path / name).is_file() or _file_sha256(path / name) != expected:
-            raise SnapshotError(f"{path}: {name} is missing or differs from the manifest")
-    with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    users_json = (path / USERS_FILE).read_text(encoding="utf-8")
-    corpus_json = (path / CORPUS_FILE).read_text(encoding="utf-8")
+    if set(manifest.files) != {ARRAYS_FILE, USERS_FILE, CORPUS_FILE}:
+        raise SnapshotError(f"{path}: the manifest lists {sorted(manifest.files)}")
+    verify_files(path, manifest)
+    try:
+        with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        users_json = (path / USERS_FILE).read_text(encoding="utf-8")
+        corpus_json = (path / CORPUS_FILE).read_text(encoding="utf-8")
+    except Exception as error:  # a file that changed since it was hashed: BadZipFile, EOFError...
+        raise SnapshotError(f"{path}: cannot read: {type(error).__name__}: {error}") from error
     content = content_sha256(arrays, users_json, corpus_json, manifest.config, manifest.snapshot_date)
     if content != manifest.content_sha256 or content[:ID_HEX_DIGITS] != manifest.snapshot_id:
         raise SnapshotError(f"{path}: content hash does not match the manifest")
+    return manifest, arrays, users_json, corpus_json
+
+
+def load_snapshot(path: Path | str) -> Snapshot:
+    """Read a snapshot folder, checking every file and the content hash against the manifest."""
+    path = Path(path)
+    manifest, arrays, users_json, corpus_json = _read_verified(path)
     usernames = json.loads(users_json)
     splits = {
         split: SplitArrays(

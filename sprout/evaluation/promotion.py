@@ -23,7 +23,7 @@ from sprout.evaluation.gate import GateRules, decide
 from sprout.evaluation.held_out import held_out_users
 from sprout.evaluation.model_scores import ModelEvaluator, corpus_columns
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
-from sprout.training.artifact import CORPUS_FILE, read_model_artifact
+from sprout.model.artifact import CORPUS_FILE, read_model_artifact
 
 
 class IncomparableModel(ValueError):

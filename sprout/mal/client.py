@@ -2,7 +2,8 @@
 
 Every request goes through the same gates, in this order: the in-flight semaphore, the throttle
 pause, the injected rate budget, then one HTTP attempt. Transient faults are retried by the
-backoff policy (`retry.py`); everything else becomes one of the errors in `errors.py`.
+backoff policy (`retry.py`); everything else becomes one of the errors in `errors.py`, so a
+caller never meets a raw ``httpx`` error.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,7 +35,7 @@ from sprout.mal.errors import (
     redact_url,
 )
 from sprout.mal.limiter import RateLimiter, RequestLimiter
-from sprout.mal.models import AnimeDetails, AnimeListPage, ApiError, ListEntry, RankingPage
+from sprout.mal.models import AnimeDetails, AnimeListItem, ApiError, ListEntry, RankingPage, RawListPage
 from sprout.mal.retry import BackoffPolicy, Sleep, TransientFault, parse_retry_after
 
 if TYPE_CHECKING:
@@ -47,6 +49,8 @@ DEFAULT_ANIME_FIELDS = (
 )
 MAX_LIST_PAGE_SIZE = 1000
 MAX_RANKING_PAGE_SIZE = 500
+# Real lists hold at most a few tens of thousands of entries: tens of pages at 1000 a page.
+DEFAULT_MAX_LIST_PAGES = 100
 CLIENT_ID_HEADER = "X-MAL-CLIENT-ID"
 
 # Profile links on the recently-online page, relative or absolute.
@@ -78,14 +82,16 @@ class ClientStats:
 class UserList:
     """A user's list as fetched.
 
-    ``complete`` is True only for a full fetch: then entries missing from it were deleted by the
-    user. ``requests`` counts the HTTP requests the fetch sent, retries included.
+    ``complete`` is True only for a full fetch that kept every item: then entries missing from it
+    were deleted by the user. ``requests`` counts the HTTP requests the fetch sent, retries
+    included; ``skipped`` the items left out because they broke the documented shape.
     """
 
     username: str
     entries: list[ListEntry]
     complete: bool
     requests: int
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,28 @@ class _Reply:
     @property
     def status(self) -> int:
         return self.response.status_code
+
+
+# Vets a decoded 2xx body inside the retry loop; raises TransientFault for a body worth asking again.
+BodyCheck = Callable[[Any], None]
+
+
+def _require_list_status(data: Any) -> None:
+    """A list page was asked for ``list_status``: items without it are a broken answer, not a list
+    (stored as one, a full listing of them would delete the user's whole stored list)."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if isinstance(items, list) and any(isinstance(i, dict) and i.get("list_status") is None for i in items):
+        raise TransientFault("list items lack the list_status asked for")
+
+
+def _checked_next_url(page_url: str, next_url: str) -> str:
+    if not next_url.startswith(("http://", "https://")):
+        raise MalResponseError(page_url, "paging.next is not an http(s) URL")
+    try:
+        httpx.URL(next_url)
+    except httpx.InvalidURL as exc:
+        raise MalResponseError(page_url, f"paging.next is not a valid URL ({exc})") from None
+    return next_url
 
 
 class _ForbiddenStreak:
@@ -155,6 +183,7 @@ class MalClient:
         backoff_max_s: float = 120.0,
         throttle_403_streak: int = 5,
         throttle_pause_s: float = 300.0,
+        max_list_pages: int = DEFAULT_MAX_LIST_PAGES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
     ) -> None:
@@ -164,6 +193,9 @@ class MalClient:
             raise ValueError(f"throttle_403_streak must be >= 2, got {throttle_403_streak}")
         if throttle_pause_s < 0 or timeout_s <= 0:
             raise ValueError("throttle_pause_s must be >= 0 and timeout_s > 0")
+        if max_list_pages < 1:
+            raise ValueError(f"max_list_pages must be >= 1, got {max_list_pages}")
+        self.max_list_pages = max_list_pages
         self.api_url = api_url.rstrip("/")
         self.web_url = web_url.rstrip("/") if web_url else None
         self.limiter: RequestLimiter = limiter if limiter is not None else RateLimiter(1.0)
@@ -205,6 +237,7 @@ class MalClient:
             backoff_max_s=settings.mal_backoff_max_s,
             throttle_403_streak=settings.mal_throttle_403_streak,
             throttle_pause_s=settings.mal_throttle_pause_s,
+            max_list_pages=settings.mal_max_list_pages,
             transport=transport,
         )
 
@@ -237,8 +270,12 @@ class MalClient:
         """A user's list: every page (``since=None``), or only entries updated after ``since``.
 
         Incremental mode asks for the list sorted by ``updated_at``, newest first, and stops at
-        the first page that reaches ``since``. Items without a list status are skipped; of
-        duplicate anime ids the first is kept.
+        the first page that reaches ``since``. Of duplicate anime ids the first is kept. Items
+        without the ``list_status`` asked for make the page malformed (retried, then
+        `RetriesExhausted`); items that break the documented shape otherwise (ids or counts beyond
+        32 bits, say) are skipped and counted, and a full fetch that skipped any is not
+        ``complete``, so it deletes nothing. More than ``max_list_pages`` pages is a
+        `MalResponseError`.
         """
         if not 1 <= page_size <= MAX_LIST_PAGE_SIZE:
             raise ValueError(f"page_size must be in 1..{MAX_LIST_PAGE_SIZE}, got {page_size}")
@@ -249,17 +286,20 @@ class MalClient:
         url = str(httpx.URL(f"{self.api_url}/users/{quote(username, safe='')}/animelist", params=params))
 
         entries: dict[int, ListEntry] = {}
-        requests = 0
+        requests = skipped = 0
         read_urls: set[str] = set()
         while True:
+            if len(read_urls) == self.max_list_pages:
+                raise MalResponseError(url, f"the list runs past {self.max_list_pages} pages")
             read_urls.add(url)
             reply = await self._get_user_page(username, url)
             requests += reply.attempts
-            page = self._parse(AnimeListPage, reply, url)
+            page = self._parse(RawListPage, reply, url)
             reached_mark = False
-            for item in page.data:
-                entry = ListEntry.from_item(item)
+            for raw in page.data:
+                entry = self._list_entry(raw, url)
                 if entry is None:
+                    skipped += 1
                     continue
                 if mark is not None and entry.updated_at <= mark:
                     reached_mark = True
@@ -268,12 +308,22 @@ class MalClient:
             next_url = page.paging.next
             if reached_mark or not next_url:
                 break
-            if not next_url.startswith(("http://", "https://")):
-                raise MalResponseError(url, "paging.next is not an http(s) URL")
+            next_url = _checked_next_url(url, next_url)
             if next_url in read_urls:
                 raise MalResponseError(url, "paging.next points back to a page already read")
             url = next_url  # followed as given: it carries the offset and every parameter
-        return UserList(username, list(entries.values()), complete=mark is None, requests=requests)
+        complete = mark is None and skipped == 0
+        return UserList(username, list(entries.values()), complete=complete, requests=requests, skipped=skipped)
+
+    def _list_entry(self, raw: dict[str, Any], url: str) -> ListEntry | None:
+        """The entry of one raw list item, or None (logged, counted as malformed) when it is unusable."""
+        try:
+            entry = ListEntry.from_item(AnimeListItem.model_validate(raw))
+        except ValidationError as exc:
+            self.stats.malformed += 1
+            log.warning("skipping a list item from %s: %s", redact_url(url), _first_problem(exc))
+            return None
+        return entry
 
     async def fetch_anime(self, anime_id: int, fields: str = DEFAULT_ANIME_FIELDS) -> AnimeDetails:
         if anime_id < 1:
@@ -309,7 +359,7 @@ class MalClient:
     # ---- status handling -------------------------------------------------------------------
 
     async def _get_user_page(self, username: str, url: str) -> _Reply:
-        reply = await self._get(url)
+        reply = await self._get(url, check=_require_list_status)
         if reply.status == 403:
             streak = self._streak.record(username)
             if streak is None:
@@ -347,8 +397,11 @@ class MalClient:
 
     # ---- transport -------------------------------------------------------------------------
 
-    async def _get(self, url: str, *, expect_json: bool = True) -> _Reply:
-        """GET with retries on transient faults; returns the first non-transient reply."""
+    async def _get(self, url: str, *, expect_json: bool = True, check: BodyCheck | None = None) -> _Reply:
+        """GET with retries on transient faults; returns the first non-transient reply.
+
+        ``check`` vets a decoded 2xx body; a TransientFault it raises is retried like any other.
+        """
         headers = self._headers_for(url)
         attempts = 0
 
@@ -363,6 +416,12 @@ class MalClient:
                 with attempt:
                     attempts += 1
                     reply = await self._attempt(url, headers, expect_json)
+                    if check is not None and reply.response.is_success:
+                        try:
+                            check(reply.data)
+                        except TransientFault:
+                            self.stats.malformed += 1
+                            raise
         except TransientFault as fault:
             raise RetriesExhausted(url, fault.status, attempts, fault.reason) from fault
         return replace(reply, attempts=attempts)
@@ -382,6 +441,9 @@ class MalClient:
             except httpx.TransportError as exc:
                 self.stats.transport_errors += 1
                 raise TransientFault(f"connection error ({type(exc).__name__})") from exc
+            except httpx.DecodingError as exc:  # a body that does not match its Content-Encoding
+                self.stats.malformed += 1
+                raise TransientFault("undecodable body (Content-Encoding)") from exc
 
         status = response.status_code
         if status in (408, 429) or 500 <= status < 600:

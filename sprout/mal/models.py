@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -17,6 +17,9 @@ LIST_STATUSES: tuple[str, ...] = ("watching", "completed", "on_hold", "dropped",
 
 # MAL usernames: 2 to 16 letters, digits, underscores or hyphens.
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,16}$")
+
+# The store keeps ids and counts as 32-bit integers: a larger value is a bad answer, not data.
+INT32_MAX = 2**31 - 1
 
 _PARTIAL_DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$")
 
@@ -55,7 +58,7 @@ class Picture(Lenient):
 
 
 class AnimeNode(Lenient):
-    id: int = Field(gt=0)
+    id: int = Field(gt=0, le=INT32_MAX)
     title: str = ""
     main_picture: Picture | None = None
 
@@ -63,7 +66,7 @@ class AnimeNode(Lenient):
 class ListStatus(Lenient):
     status: ListStatusName
     score: int = Field(0, ge=0, le=10)  # 0 = unrated
-    num_episodes_watched: int = Field(0, ge=0)
+    num_episodes_watched: int = Field(0, ge=0, le=INT32_MAX)
     is_rewatching: bool = False
     updated_at: UtcDatetime
     start_date: PartialDate | None = None
@@ -85,6 +88,13 @@ class AnimeListPage(Lenient):
     paging: Paging = Paging()
 
 
+class RawListPage(Lenient):
+    """A list page whose items are checked one by one (a bad item is skipped, not the page)."""
+
+    data: list[dict[str, Any]]
+    paging: Paging = Paging()
+
+
 class Genre(Lenient):
     id: int
     name: str
@@ -103,7 +113,7 @@ class AlternativeTitles(Lenient):
 
 
 class AnimeDetails(Lenient):
-    id: int = Field(gt=0)
+    id: int = Field(gt=0, le=INT32_MAX)
     title: str
     main_picture: Picture | None = None
     alternative_titles: AlternativeTitles | None = None
@@ -113,9 +123,9 @@ class AnimeDetails(Lenient):
     rating: str | None = None  # g, pg, pg_13, r, r+, rx
     genres: list[Genre] = []
     mean: float | None = None
-    popularity: int | None = None
-    num_list_users: int | None = None
-    num_episodes: int | None = None
+    popularity: int | None = Field(None, le=INT32_MAX)
+    num_list_users: int | None = Field(None, le=INT32_MAX)
+    num_episodes: int | None = Field(None, le=INT32_MAX)
     related_anime: list[RelatedAnime] = []
 
 

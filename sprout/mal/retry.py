@@ -1,8 +1,10 @@
 """The backoff policy for transient faults: 429, 5xx, timeouts, broken connections, truncated bodies.
 
 Waits are exponential with full jitter (``uniform(0, min(max_s, base_s * 2**(n-1)))``), but never
-shorter than a ``Retry-After`` the server sent. Built on tenacity: its ``wait_random_exponential``
-is exactly full jitter, and ``AsyncRetrying`` takes the sleep function, so tests can make it fast.
+shorter than a ``Retry-After`` the server sent, itself capped at ``max_s``: a server that asks
+for a wait of years (an HTTP date in 2099) must not park the crawl. Built on tenacity: its
+``wait_random_exponential`` is exactly full jitter, and ``AsyncRetrying`` takes the sleep
+function, so tests can make it fast.
 """
 
 from __future__ import annotations
@@ -60,17 +62,19 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 class wait_jitter_or_retry_after(wait_base):
-    """Full-jitter exponential backoff, raised to the failed attempt's ``Retry-After`` when it has one."""
+    """Full-jitter exponential backoff, raised to the failed attempt's ``Retry-After`` when it has one
+    (never past ``max_s``)."""
 
     def __init__(self, base_s: float, max_s: float) -> None:
         self._jitter = wait_random_exponential(multiplier=base_s, max=max_s)
+        self._max_s = max_s
 
     def __call__(self, retry_state: RetryCallState) -> float:
         jitter = self._jitter(retry_state)
         outcome = retry_state.outcome
         fault = outcome.exception() if outcome is not None and outcome.failed else None
         retry_after = getattr(fault, "retry_after_s", None)
-        return max(jitter, retry_after or 0.0)
+        return max(jitter, min(retry_after or 0.0, self._max_s))
 
 
 @dataclass(frozen=True)

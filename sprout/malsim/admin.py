@@ -1,9 +1,16 @@
-"""Admin routes under ``/sim``: inspect and steer the simulation (no faults, no client id)."""
+"""Admin routes under ``/sim``: inspect and steer the simulation (no faults, no client id).
+
+They have no authentication (the server binds loopback unless told otherwise), and every
+parameter is bounded so that one request cannot exhaust memory or wedge the server: an
+out-of-range value is a 400 whose message names the field.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.responses import Response
 
 from sprout.malsim.faults import FaultConfig, FaultInjector
@@ -12,13 +19,36 @@ from sprout.malsim.population import Population
 from sprout.malsim.render import error_response, json_response
 
 
+MAX_ADVANCE_DAYS = 3650  # ten years of evolution in one request; the work grows with the days
+MAX_USERNAMES_PER_REQUEST = 10_000
+MAX_PAGE = 100_000  # usernames one GET /sim/usernames returns
+MAX_SEED = 2**63 - 1  # numpy seeds must be non-negative
+Username = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class AdvanceRequest(BaseModel):
-    days: float = Field(ge=0, description="How far to move the simulated clock.")
-    seed: int | None = Field(None, description="Seed of the changes; by default derived from the population's.")
+    days: float = Field(gt=0, le=MAX_ADVANCE_DAYS, description="How far to move the simulated clock.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Seed of the changes; by default derived from the population's."
+    )
 
 
 class UsernamesRequest(BaseModel):
-    usernames: list[str]
+    usernames: list[Username] = Field(max_length=MAX_USERNAMES_PER_REQUEST)
+
+
+class BoundedFaultConfig(FaultConfig):
+    """`FaultConfig` as the admin route accepts it: delays and bursts a server can live with."""
+
+    burst_429: int = Field(1, ge=1, le=100_000, description="Requests answered 429 in a row once a burst starts.")
+    retry_after_s: float = Field(1.0, ge=0, le=86_400, description="Sent as Retry-After, rounded up to whole seconds.")
+    slow_s: float = Field(1.0, ge=0, le=600, description="Delay of a slow response.")
+    retry_after_date: str | None = Field(
+        None, max_length=200, description="Sent as Retry-After instead of retry_after_s when set."
+    )
+    seed: int | None = Field(
+        0, ge=0, le=MAX_SEED, description="Seed of the fault draws; None draws from fresh entropy."
+    )
 
 
 class PrivacyRequest(UsernamesRequest):
@@ -33,10 +63,11 @@ def admin_router(population: Population, faults: FaultInjector, stats: RequestSt
     router = APIRouter(prefix="/sim")
 
     @router.get("/usernames")
-    async def usernames(offset: int = 0, limit: int = 1000) -> Response:
+    async def usernames(
+        offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=0, le=MAX_PAGE)] = 1000
+    ) -> Response:
         """Living accounts (private ones included), in creation order."""
         names = population.usernames()
-        offset, limit = max(offset, 0), max(limit, 0)
         return json_response({"usernames": names[offset : offset + limit], "total": len(names)})
 
     @router.post("/advance")
@@ -48,8 +79,8 @@ def admin_router(population: Population, faults: FaultInjector, stats: RequestSt
         return json_response(faults.config.model_dump())
 
     @router.put("/faults")
-    async def put_faults(config: FaultConfig) -> Response:
-        faults.configure(config)
+    async def put_faults(config: BoundedFaultConfig) -> Response:
+        faults.configure(FaultConfig(**config.model_dump()))
         return json_response(faults.config.model_dump())
 
     @router.get("/stats")

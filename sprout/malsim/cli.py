@@ -23,7 +23,11 @@ def serve(
     dataset: Annotated[
         Path | None, typer.Option(exists=True, file_okay=False, help="Serve an anime-5k folder instead.")
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback only without --allow-remote).")] = "127.0.0.1",
+    allow_remote: Annotated[
+        bool,
+        typer.Option(help="Allow a non-loopback --host: whoever reaches it can use the unauthenticated /sim admin routes."),
+    ] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8765,
     private_fraction: Annotated[
         float | None, typer.Option(min=0, max=1, help="Share of private lists [default: 0.02, real data 0].")
@@ -39,8 +43,14 @@ def serve(
     """Generate (or load) a population and serve it until interrupted."""
     from sprout.malsim.faults import FaultConfig
     from sprout.malsim.realdata import from_anime5k
+    from sprout.malsim.server import RemoteBindRefused, check_host
     from sprout.malsim.server import serve as serve_forever
-    from sprout.malsim.synthetic_population import synthetic
+    from sprout.malsim.synthetic_population import synthetic_population
+
+    try:
+        check_host(host, allow_remote)  # before minutes of generating a population
+    except RemoteBindRefused as error:
+        raise typer.BadParameter(str(error), param_hint="'--host'") from None
 
     faults = FaultConfig(
         rate_429=rate_429,
@@ -56,13 +66,13 @@ def serve(
         population = from_anime5k(dataset, seed=seed, private_fraction=private_fraction or 0.0)
     else:
         private = 0.02 if private_fraction is None else private_fraction
-        population = synthetic(users, seed, anime, private_fraction=private)
+        population = synthetic_population(users, seed, anime, private_fraction=private)
     url = f"http://{host}:{port}"
     typer.echo(f"{population.n_users} users, {population.n_entries} list entries, {population.catalogue.n_shows} shows")
     typer.echo(f"SPROUT_MAL_API_URL={url}/v2")
     typer.echo(f"SPROUT_MAL_WEB_URL={url}")
     typer.echo(f"admin: {url}/sim/docs")
-    serve_forever(population, faults, host, port)
+    serve_forever(population, faults, host, port, allow_remote=allow_remote)
 
 
 if __name__ == "__main__":

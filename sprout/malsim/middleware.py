@@ -1,4 +1,5 @@
-"""ASGI middleware that counts requests per route family and applies faults to ``/v2`` requests.
+"""ASGI middleware that counts requests per route family and applies faults to ``/v2`` requests
+(and list lies to user-list pages).
 
 It is plain ASGI (no ``BaseHTTPMiddleware``) so that the list endpoint's fast path stays fast.
 """
@@ -10,7 +11,9 @@ import json
 import threading
 from collections import Counter
 
-from sprout.malsim.faults import FaultInjector
+from starlette.requests import Request
+
+from sprout.malsim.faults import FaultInjector, tell_list_lies
 
 _ERROR_NAMES = {
     429: ("too_many_requests", "Too many requests, slow down"),
@@ -111,13 +114,14 @@ class SimulatorMiddleware:
             return
         if fault.delay_s > 0:
             await asyncio.sleep(fault.delay_s)
-        if not fault.truncate:
+        lies = fault.lies if route_family(scope["path"]) == "animelist" else frozenset()
+        if not (fault.truncate or lies):
             await self.app(scope, receive, send)
             return
         start: dict = {}
         chunks: list[bytes] = []
 
-        async def cutting_send(message) -> None:
+        async def rewriting_send(message) -> None:
             if message["type"] == "http.response.start":
                 start.update(message)
                 return
@@ -128,11 +132,26 @@ class SimulatorMiddleware:
             if message.get("more_body", False):
                 return
             body = b"".join(chunks)
-            if start.get("status") == 200 and len(body) > 1:
-                body = body[: len(body) // 2]  # a proper prefix of a JSON object never parses
             headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            if start.get("status") == 200 and lies:
+                body = json.dumps(tell_list_lies(json.loads(body), lies, _next_page_url(scope))).encode()
+                if "false_gzip" in lies:
+                    headers.append((b"content-encoding", b"gzip"))
+            if start.get("status") == 200 and fault.truncate and len(body) > 1:
+                body = body[: len(body) // 2]  # a proper prefix of a JSON object never parses
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 
-        await self.app(scope, receive, cutting_send)
+        await self.app(scope, receive, rewriting_send)
+
+
+def _next_page_url(scope) -> str:
+    """The URL of the page after the one ``scope`` asks for (offset moved on by limit)."""
+    request = Request(scope)
+    try:
+        offset = int(request.query_params.get("offset") or 0)
+        limit = int(request.query_params.get("limit") or 100)
+    except ValueError:
+        offset, limit = 0, 100
+    return str(request.url.include_query_params(offset=offset + limit, limit=limit))

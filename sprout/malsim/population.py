@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
@@ -41,8 +40,8 @@ class State:
 class Population:
     """Users' lists over a show catalogue, with a simulated clock.
 
-    Build one with :func:`sprout.malsim.synthetic_population.synthetic` or
-    :func:`sprout.malsim.realdata.from_anime5k` (also ``Population.synthetic`` / ``.from_anime5k``).
+    Build one with `sprout.malsim.synthetic_population.synthetic_population` or
+    `sprout.malsim.realdata.from_anime5k`.
     """
 
     def __init__(
@@ -68,18 +67,6 @@ class Population:
         self._state = state
         self._lock = threading.Lock()
         self._advances = 0
-
-    @classmethod
-    def synthetic(cls, n_users: int, seed: int = 0, **options) -> "Population":
-        from sprout.malsim.synthetic_population import synthetic
-
-        return synthetic(n_users, seed, **options)
-
-    @classmethod
-    def from_anime5k(cls, directory: Path | str, **options) -> "Population":
-        from sprout.malsim.realdata import from_anime5k
-
-        return from_anime5k(directory, **options)
 
     # ---- reading -------------------------------------------------------------------------------
 

@@ -2,10 +2,14 @@
 
 Every API error has MAL's shape ``{"error": ..., "message": ...}`` (also for what FastAPI would
 answer with its own 422 / 404 bodies).
+
+The ``/sim`` admin routes have no authentication (they delete users and switch faults), so the
+server binds loopback only unless ``allow_remote`` says otherwise.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 
@@ -29,6 +33,28 @@ _HTTP_ERRORS = {
     404: "not_found",
     405: "method_not_allowed",
 }
+
+
+class RemoteBindRefused(ValueError):
+    """A non-loopback interface was asked for without ``allow_remote``."""
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); any other name or address is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    if not allow_remote and not is_loopback(host):
+        raise RemoteBindRefused(
+            f"refusing to bind {host!r}: the simulator's /sim admin routes are unauthenticated; "
+            "bind 127.0.0.1, or pass allow_remote (--allow-remote) on a network you trust"
+        )
 
 
 def create_app(population: Population, faults: FaultConfig | FaultInjector | None = None) -> FastAPI:
@@ -72,8 +98,15 @@ class SimulatorServer:
     """
 
     def __init__(
-        self, population: Population, faults: FaultConfig | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        population: Population,
+        faults: FaultConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
     ) -> None:
+        check_host(host, allow_remote)
         self.population = population
         self._injector = FaultInjector(faults)
         self.app = create_app(population, self._injector)
@@ -141,7 +174,13 @@ class SimulatorServer:
 
 
 def serve(
-    population: Population, faults: FaultConfig | None = None, host: str = "127.0.0.1", port: int = 8765
+    population: Population,
+    faults: FaultConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    allow_remote: bool = False,
 ) -> None:
     """Serve in the foreground until interrupted."""
+    check_host(host, allow_remote)
     uvicorn.run(create_app(population, faults), host=host, port=port, log_level="info", access_log=False)

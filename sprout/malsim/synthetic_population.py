@@ -105,7 +105,7 @@ def draw_traits(
     )
 
 
-def synthetic(
+def synthetic_population(
     n_users: int,
     seed: int = 0,
     n_anime: int = 8000,

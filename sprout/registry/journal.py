@@ -16,13 +16,13 @@ Pure functions of the document, plus `read_journal` / `write_journal` for the fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from sprout.durable_files import write_text_atomically
 
 from .stages import CHALLENGER, CHAMPION, RegistryError, StageState, Transition
 
@@ -165,21 +165,6 @@ def read_journal(path: Path) -> Journal | None:
 
 def write_journal(path: Path, journal: Journal) -> Journal:
     """Replace the journal in one rename (data and folder synced first); returns what was written."""
-    path = Path(path)
     written = replace(journal, revision=journal.revision + 1)
-    handle, staging = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(to_document(written), stream, default=float, indent=1)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_text_atomically(path, json.dumps(to_document(written), default=float, indent=1))
     return written

@@ -18,8 +18,8 @@ import numpy as np
 
 from sprout.evaluation.gate import GateRules
 from sprout.evaluation.promotion import evaluate_artifact
-from sprout.training.artifact import METADATA_FILE, read_model_artifact
-from sprout.training.run import snapshots_dir
+from sprout.model.artifact import METADATA_FILE, read_model_artifact
+from sprout.workspace import Workspace
 
 from .protocol import Registry
 from .stages import CHAMPION, RegistryError
@@ -29,23 +29,12 @@ class PromotionError(RegistryError):
     """A promotion that could not be completed or verified."""
 
 
-def local_model_folder(home: Path, version: str) -> Path:
-    return Path(home) / "models" / version
-
-
 def find_model_folder(version: str, home: Path, registry: Registry) -> Path:
     """The artifact folder of ``version``: a trained model under home, else a registered one."""
-    local = local_model_folder(home, version)
+    local = Workspace(home).model(version)
     if (local / METADATA_FILE).is_file():
         return local
     return registry.artifact_path(version)  # raises UnknownVersion
-
-
-def newest_local_version(home: Path) -> str | None:
-    """The most recently trained model under ``home/models`` (versions sort by creation time)."""
-    folder = Path(home) / "models"
-    versions = sorted(p.name for p in folder.iterdir() if (p / METADATA_FILE).is_file()) if folder.is_dir() else []
-    return versions[-1] if versions else None
 
 
 def model_document(folder: Path) -> dict[str, Any]:
@@ -54,10 +43,11 @@ def model_document(folder: Path) -> dict[str, Any]:
 
 def training_snapshot(folder: Path, home: Path) -> Path:
     snapshot_id = model_document(folder).get("dataset", {}).get("snapshot_id")
-    path = snapshots_dir(home) / str(snapshot_id)
+    workspace = Workspace(home)
+    path = workspace.snapshot(str(snapshot_id))
     if not snapshot_id or not path.is_dir():
         raise FileNotFoundError(
-            f"model {folder.name} was trained on snapshot {snapshot_id!r}, which is not under {snapshots_dir(home)}"
+            f"model {folder.name} was trained on snapshot {snapshot_id!r}, which is not under {workspace.snapshots}"
         )
     return path
 

@@ -13,6 +13,15 @@ import pyarrow as pa
 
 from .database import UTC_TIMESTAMP, as_utc, registered, scalar, unique_rounds
 from .records import DueUser, UserOutcome
+from .schema import WITHDRAWN_STATES
+
+_WITHDRAWN = ", ".join(f"'{state}'" for state in WITHDRAWN_STATES)
+# A user who took their list away comes back with a full listing (their stored rows may have
+# been purged, and deletions made meanwhile must be seen), so they read as never fully listed.
+# So does a user whose mass deletion is held: only a full listing can confirm or settle it.
+_LAST_FULL_REFRESH = (
+    "CASE WHEN c.withdrawn_at IS NULL AND c.mass_deletion_held_at IS NULL THEN c.last_full_refresh_at END"
+)
 
 
 def insert_new_users(connection: duckdb.DuckDBPyConnection, names_sql: str, source: str) -> int:
@@ -63,8 +72,8 @@ def due_users(connection: duckdb.DuckDBPyConnection, now: datetime | None, limit
     counts as due."""
     due_by = None if now is None else as_utc(now, "now")
     rows = connection.execute(
-        """
-        SELECT c.username, c.state, c.high_water_mark, c.last_full_refresh_at, c.attempts
+        f"""
+        SELECT c.username, c.state, c.high_water_mark, {_LAST_FULL_REFRESH}, c.attempts
         FROM crawl_state c LEFT JOIN users u USING (username)
         WHERE ?::TIMESTAMPTZ IS NULL OR c.next_due_at IS NULL OR c.next_due_at <= ?
         ORDER BY (c.state = 'pending' AND c.last_crawl_at IS NULL) DESC,
@@ -81,9 +90,9 @@ def user_states(connection: duckdb.DuckDBPyConnection, usernames: Iterable[str])
     """The crawl state of the named users, in the order given (unknown names are left out)."""
     names = list(dict.fromkeys(usernames))
     rows = connection.execute(
-        """
-        SELECT username, state, high_water_mark, last_full_refresh_at, attempts
-        FROM crawl_state WHERE username IN (SELECT unnest(?))
+        f"""
+        SELECT c.username, c.state, c.high_water_mark, {_LAST_FULL_REFRESH}, c.attempts
+        FROM crawl_state c WHERE c.username IN (SELECT unnest(?))
         """,
         [names],
     ).fetchall()
@@ -93,8 +102,14 @@ def user_states(connection: duckdb.DuckDBPyConnection, usernames: Iterable[str])
 
 def mark_users(connection: duckdb.DuckDBPyConnection, outcomes: list[UserOutcome]) -> None:
     """Record fetches that brought no list. Stored entries are kept: a private or failing user
-    keeps their last good data. 'error' counts one more consecutive failure; any other outcome
-    (including 'pending', a throttled fetch that is not the user's fault) resets the count."""
+    keeps their last good data until `sprout.store.retention` purges it. 'error' counts one more
+    consecutive failure; any other outcome (including 'pending', a throttled fetch that is not the
+    user's fault) resets the count.
+
+    ``withdrawn_at`` is when the user first answered private or not found: kept while they stay
+    unreachable ('error' says nothing new), cleared by 'ok'. A 'pending' (throttled) outcome clears
+    it only when the last crawl was the one that set it: that verdict may have been the throttling
+    itself, while an older one was confirmed by an earlier crawl."""
     for batch in unique_rounds(outcomes, key=lambda outcome: outcome.username):
         table = pa.table(
             {
@@ -110,13 +125,19 @@ def mark_users(connection: duckdb.DuckDBPyConnection, outcomes: list[UserOutcome
         with registered(connection, outcomes=table):
             insert_new_users(connection, "SELECT username, crawled_at AS discovered_at, ord FROM outcomes", "crawl")
             connection.execute(
-                """
+                f"""
                 INSERT INTO crawl_state (username, state, http_status, attempts, last_crawl_at, next_due_at,
-                                         last_error, entries)
+                                         last_error, entries, withdrawn_at)
                 SELECT username, state, http_status, CASE WHEN state = 'error' THEN 1 ELSE 0 END, crawled_at,
-                       next_due_at, error, 0
+                       next_due_at, error, 0, CASE WHEN state IN ({_WITHDRAWN}) THEN crawled_at END
                 FROM outcomes
                 ON CONFLICT (username) DO UPDATE SET
+                    withdrawn_at = CASE
+                        WHEN excluded.state IN ({_WITHDRAWN}) THEN coalesce(withdrawn_at, excluded.withdrawn_at)
+                        WHEN excluded.state = 'ok' THEN NULL
+                        WHEN excluded.state = 'pending' AND withdrawn_at = last_crawl_at THEN NULL
+                        ELSE withdrawn_at
+                    END,
                     state = excluded.state,
                     http_status = excluded.http_status,
                     last_error = excluded.last_error,

@@ -6,10 +6,16 @@ writes the diff calls for are run: a DELETE of rows a full list dropped, a plain
 rows, an upsert of changed ones, and the crawl-state update. The cost is per batch, not per
 entry. Every function runs inside the caller's transaction, so a batch is written whole or not
 at all.
+
+A full list that would delete most of a long stored list has its deletions held back (see
+`diff.DeletionGuard`): the rows stay, the crawl state remembers when (``mass_deletion_held_at``),
+no full refresh is recorded and the due-user query reads the user as never fully listed, so the
+next crawl lists the whole list again. Only a later full list that agrees deletes them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 
@@ -22,7 +28,7 @@ from sprout.mal.models import ListEntry
 
 from .crawl_state import insert_new_users
 from .database import UTC_TIMESTAMP, as_utc, registered, scalar, unique_rounds
-from .diff import ENTRY_FIELDS, diff_lists, last_of_repeats
+from .diff import ENTRY_FIELDS, DeletionGuard, diff_lists, last_of_repeats
 from .records import ChangeCounts, UserListWrite
 
 ENTRY_SCHEMA = pa.schema(
@@ -51,6 +57,7 @@ WRITE_SCHEMA = pa.schema(
 _STORED_SCHEMA = pa.schema(list(ENTRY_SCHEMA)[1:])
 _ROW_COLUMNS = ", ".join(["username", "anime_id", *ENTRY_FIELDS, "first_seen_at"])
 _UPDATES = ", ".join(f"{name} = excluded.{name}" for name in ENTRY_FIELDS)
+DEFAULT_GUARD = DeletionGuard()  # crawled lists; the data-set import writes unguarded
 _UPDATE_CRAWL_STATE = """
 UPDATE crawl_state SET
     state = 'ok',
@@ -61,7 +68,11 @@ UPDATE crawl_state SET
     next_due_at = u.next_due_at,
     high_water_mark = greatest(crawl_state.high_water_mark, u.newest),  -- greatest skips NULLs
     last_full_refresh_at = coalesce(u.full_fetched_at, crawl_state.last_full_refresh_at),
-    entries = u.entries
+    mass_deletion_held_at = CASE WHEN u.held > 0 THEN u.fetched_at
+                                 WHEN u.full THEN NULL  -- a full list settled it, one way or the other
+                                 ELSE crawl_state.mass_deletion_held_at END,
+    entries = u.entries,
+    withdrawn_at = NULL  -- the list is readable again
 FROM crawl_update u
 WHERE crawl_state.username = u.username
 """
@@ -99,30 +110,59 @@ def _writes_table(writes: list[UserListWrite], http_status: int | None) -> pa.Ta
     )
 
 
-def write_user_lists(connection: duckdb.DuckDBPyConnection, writes: list[UserListWrite]) -> list[ChangeCounts]:
+@dataclass(frozen=True, slots=True)
+class GuardedChange:
+    """What one write did, and how many deletions the mass-deletion guard held back."""
+
+    counts: ChangeCounts
+    held: int = 0
+
+
+def write_user_lists(
+    connection: duckdb.DuckDBPyConnection, writes: list[UserListWrite], guard: DeletionGuard | None = DEFAULT_GUARD
+) -> list[ChangeCounts]:
     """Store fetched lists and mark their users 'ok'; one `ChangeCounts` per write, in order.
 
     Several writes for one user in a call apply one after another (rarely needed, still exact).
     """
-    counts: dict[int, ChangeCounts] = {}
+    return [change.counts for change in write_guarded_lists(connection, writes, guard)]
+
+
+def write_guarded_lists(
+    connection: duckdb.DuckDBPyConnection, writes: list[UserListWrite], guard: DeletionGuard | None
+) -> list[GuardedChange]:
+    """`write_user_lists` that also reports the deletions ``guard`` held back, per write."""
+    changes: dict[int, GuardedChange] = {}
     for batch in unique_rounds(list(enumerate(writes)), key=lambda indexed: indexed[1].username):
         indices, batch_writes = zip(*batch)
         batch_writes = list(batch_writes)
-        found = write_tables(connection, _entries_table(batch_writes), _writes_table(batch_writes, 200), "crawl")
-        counts.update(zip(indices, found))
-    return [counts[index] for index in range(len(writes))]
+        found = _write(connection, _entries_table(batch_writes), _writes_table(batch_writes, 200), "crawl", guard)
+        changes.update(zip(indices, found))
+    return [changes[index] for index in range(len(writes))]
 
 
 def write_tables(
     connection: duckdb.DuckDBPyConnection, entries: pa.Table, writes: pa.Table, source: str
 ) -> list[ChangeCounts]:
-    """The set-based write of `write_user_lists`, for callers that already hold Arrow tables.
+    """The set-based write of `write_user_lists`, for callers that already hold Arrow tables
+    (and whose full lists are the truth: no mass-deletion guard).
 
     ``entries`` follows ``ENTRY_SCHEMA`` and ``writes`` ``WRITE_SCHEMA``, one write per username.
     Within a write a repeated anime id keeps its last row. Users not stored yet are added with
     ``source``. Returns one `ChangeCounts` per write, in order.
     """
-    diff = diff_lists(last_of_repeats(entries), _stored_rows(connection, writes["username"].to_pylist()), writes)
+    return [change.counts for change in _write(connection, entries, writes, source, None)]
+
+
+def _write(
+    connection: duckdb.DuckDBPyConnection, entries: pa.Table, writes: pa.Table, source: str,
+    guard: DeletionGuard | None,
+) -> list[GuardedChange]:
+    if guard is not None:
+        writes = writes.append_column("confirms", _confirms(connection, writes))
+    diff = diff_lists(
+        last_of_repeats(entries), _stored_rows(connection, writes["username"].to_pylist()), writes, guard
+    )
     if diff.deleted.num_rows:
         with registered(connection, deleted_rows=diff.deleted):
             connection.execute(
@@ -142,8 +182,25 @@ def write_tables(
                 """
             )
     _mark_ok(connection, writes, diff.per_write, source)
-    columns = (diff.per_write[name].to_pylist() for name in ("added", "changed", "deleted"))
-    return [ChangeCounts(*row) for row in zip(*columns)]
+    columns = (diff.per_write[name].to_pylist() for name in ("added", "changed", "deleted", "held"))
+    return [GuardedChange(ChangeCounts(*counts), held) for *counts, held in zip(*columns)]
+
+
+def _confirms(connection: duckdb.DuckDBPyConnection, writes: pa.Table) -> pa.Array:
+    """Per write: whether an earlier full list held back a mass deletion (so this one may confirm it)."""
+    held = dict(
+        connection.execute(
+            """
+            SELECT username, mass_deletion_held_at FROM crawl_state
+            WHERE mass_deletion_held_at IS NOT NULL AND username IN (SELECT unnest(?))
+            """,
+            [writes["username"].to_pylist()],
+        ).fetchall()
+    )
+    fetched = writes["fetched_at"].to_pylist()
+    return pa.array(
+        [name in held and held[name] < at for name, at in zip(writes["username"].to_pylist(), fetched)], pa.bool_()
+    )
 
 
 def _stored_rows(connection: duckdb.DuckDBPyConnection, usernames: list[str]) -> pa.Table:
@@ -173,7 +230,13 @@ def _mark_ok(connection: duckdb.DuckDBPyConnection, writes: pa.Table, per_write:
             "fetched_at": writes["fetched_at"],
             "next_due_at": writes["next_due_at"],
             "newest": per_write["newest"],
-            "full_fetched_at": pc.if_else(writes["full"], writes["fetched_at"], pa.scalar(None, UTC_TIMESTAMP)),
+            # A write whose deletions were held counts as incremental: no full refresh recorded.
+            "full_fetched_at": pc.if_else(
+                pc.and_(writes["full"], pc.equal(per_write["held"], 0)), writes["fetched_at"],
+                pa.scalar(None, UTC_TIMESTAMP),
+            ),
+            "full": writes["full"],
+            "held": per_write["held"],
             "entries": pc.cast(per_write["entries"], pa.int32()),
             "ord": pa.array(np.arange(1, writes.num_rows + 1)),
         }

@@ -15,6 +15,7 @@ from .database import SchemaError, scalar, transaction
 
 LIST_STATUSES = ("watching", "completed", "on_hold", "dropped", "plan_to_watch")
 CRAWL_STATES = ("pending", "ok", "private", "not_found", "error")
+WITHDRAWN_STATES = ("private", "not_found")  # the user took their list away from us
 MODEL_EVENT_KINDS = ("registered", "evaluated", "gate", "promoted", "archived", "rolled_back")
 
 
@@ -137,6 +138,26 @@ MIGRATIONS: tuple[Migration, ...] = (
                 recorded_order BIGINT NOT NULL DEFAULT nextval('model_events_order')  -- ties of at
             )
             """,
+        ),
+    ),
+    Migration(
+        5,
+        "when users went private or deleted their account",
+        (
+            # Set when a fetch answers private (403) or not found (404), kept while the user stays
+            # unreachable, cleared when their list is fetched again: snapshots leave these users
+            # out at once and `sprout.store.retention` purges their entries after a while.
+            "ALTER TABLE crawl_state ADD COLUMN withdrawn_at TIMESTAMPTZ",
+            "UPDATE crawl_state SET withdrawn_at = coalesce(last_crawl_at, now()) WHERE state IN ('private', 'not_found')",
+        ),
+    ),
+    Migration(
+        6,
+        "held mass deletions",
+        (
+            # When a full list that would have deleted most of the stored list was held back; a
+            # later full list that agrees deletes (see sprout.store.entries).
+            "ALTER TABLE crawl_state ADD COLUMN mass_deletion_held_at TIMESTAMPTZ",
         ),
     ),
 )

@@ -12,15 +12,15 @@ from datetime import datetime
 from pathlib import Path
 
 from sprout.store import Store
-from sprout.training.artifact import METADATA_FILE
+from sprout.model.artifact import METADATA_FILE
+from sprout.workspace import Workspace
 
 
 def last_trained_at(home: Path) -> datetime | None:
-    folder = Path(home) / "models"
+    workspace = Workspace(home)
     times = [
-        datetime.fromisoformat(json.loads((path / METADATA_FILE).read_text())["created_at"])
-        for path in (folder.iterdir() if folder.is_dir() else ())
-        if (path / METADATA_FILE).is_file()
+        datetime.fromisoformat(json.loads((workspace.model(version) / METADATA_FILE).read_text())["created_at"])
+        for version in workspace.trained_versions()
     ]
     return max(times, default=None)
 

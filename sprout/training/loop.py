@@ -112,8 +112,9 @@ def train(
     best_params = jax.tree.map(np.array, params)  # host copy: params are donated to each step
     checkpoints = Checkpoints(Path(checkpoint_dir))
     start, history, best_step, best_ndcg, since_best = 0, [], 0, -math.inf, 0
-    if checkpoints.exists():
-        trees, meta = checkpoints.load({"params": params, "opt": opt_state, "best": params})
+    resumed = checkpoints.resume({"params": params, "opt": opt_state, "best": params})
+    if resumed is not None:
+        trees, meta = resumed
         params, opt_state, best_params = trees["params"], trees["opt"], trees["best"]
         start, history = meta["step"], meta["history"]
         best_step, best_ndcg, since_best = meta["best_step"], meta["best_ndcg"], meta["since_best"]

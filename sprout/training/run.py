@@ -2,54 +2,77 @@
 
 ``snapshots/<id>/`` (immutable), ``checkpoints/<run key>/`` (kept only while a run is unfinished,
 so a killed run resumes), ``models/<version>/`` (finished models), ``wandb/`` (offline runs).
+``snapshots/LATEST`` names the newest snapshot; it is replaced atomically, and a pointer that names
+no intact snapshot (torn by older code, or its folder removed) falls back to the newest intact one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from sprout.dataset.snapshot import build_snapshot, load_snapshot
-from sprout.dataset.snapshot_format import SnapshotManifest
+from sprout.dataset.snapshot_format import MANIFEST_FILE, SnapshotError, SnapshotManifest, read_manifest
+from sprout.durable_files import write_text_atomically
 from sprout.model.autoencoder import parameter_count
-from sprout.presets import Preset
+from sprout.training.presets import Preset
 from sprout.store import Store
-from sprout.training.artifact import write_model_artifact
+from sprout.model.artifact import write_model_artifact
 from sprout.training.loop import Progress, train
 from sprout.training.tracking import NullTracker, WandbTracker
+from sprout.workspace import Workspace
 
-LATEST_SNAPSHOT = "LATEST"
 WANDB_PROJECT = "sprout"
 
-
-def snapshots_dir(home: Path) -> Path:
-    return Path(home) / "snapshots"
+log = logging.getLogger(__name__)
 
 
 def build_dataset(home: Path, db_path: Path, preset: Preset, snapshot_date: date | None = None) -> SnapshotManifest:
-    """Snapshot the store as of ``snapshot_date`` (default: today, UTC) and mark it the latest."""
-    snapshot_date = snapshot_date or datetime.now(timezone.utc).date()
+    """Snapshot the store as of ``snapshot_date`` (default: the newest entry's day) and mark it the latest."""
     if not Path(db_path).exists():
         raise FileNotFoundError(f"no database at {db_path}: crawl or import data first")
+    workspace = Workspace(home)
     with Store.open(db_path, read_only=True) as store:
-        manifest = build_snapshot(store, snapshots_dir(home), preset.dataset, snapshot_date)
-    (snapshots_dir(home) / LATEST_SNAPSHOT).write_text(manifest.snapshot_id)
+        manifest = build_snapshot(store, workspace.snapshots, preset.dataset, snapshot_date)
+    write_text_atomically(workspace.latest_snapshot_pointer, manifest.snapshot_id)
     return manifest
 
 
+def _readable_snapshot(path: Path) -> bool:
+    try:
+        read_manifest(path)
+    except SnapshotError:
+        return False
+    return True
+
+
+def _latest_snapshot(workspace: Workspace) -> str:
+    """The id ``LATEST`` names; when it names no readable snapshot, the newest readable one."""
+    folder, pointer = workspace.snapshots, workspace.latest_snapshot_pointer
+    named = pointer.read_text(errors="replace").strip() if pointer.is_file() else ""
+    if named and not named.startswith(".") and "/" not in named and _readable_snapshot(folder / named):
+        return named
+    built = [path for path in folder.iterdir() if not path.name.startswith(".") and _readable_snapshot(path)] \
+        if folder.is_dir() else []
+    if not built:
+        raise FileNotFoundError(f"no snapshot under {folder}: run `sprout dataset build` first")
+    newest = max(built, key=lambda path: (path / MANIFEST_FILE).stat().st_mtime)
+    if pointer.is_file():
+        log.warning("%s names no readable snapshot (%r); using the newest one, %s", pointer, named[:40], newest.name)
+    return newest.name
+
+
 def resolve_snapshot(home: Path, snapshot_id: str | None) -> Path:
-    folder = snapshots_dir(home)
+    workspace = Workspace(home)
     if snapshot_id is None:
-        pointer = folder / LATEST_SNAPSHOT
-        if not pointer.is_file():
-            raise FileNotFoundError(f"no snapshot under {folder}: run `sprout dataset build` first")
-        snapshot_id = pointer.read_text().strip()
-    path = folder / snapshot_id
+        snapshot_id = _latest_snapshot(workspace)
+    path = workspace.snapshot(snapshot_id)
     if not path.is_dir():
-        raise FileNotFoundError(f"no snapshot {snapshot_id!r} under {folder}")
+        raise FileNotFoundError(f"no snapshot {snapshot_id!r} under {workspace.snapshots}")
     return path
 
 
@@ -71,11 +94,12 @@ def train_model(
     snapshot = load_snapshot(resolve_snapshot(home, snapshot_id))
     preset = preset.sized_for(snapshot.manifest.splits["train"].users)
     key = run_key(snapshot.snapshot_id, preset)
-    checkpoint_dir = Path(home) / "checkpoints" / key
+    workspace = Workspace(home)
+    checkpoint_dir = workspace.checkpoints(key)
     config = {"preset": preset.name, **preset.model_dump(mode="json", exclude={"name"}),
               "snapshot_id": snapshot.snapshot_id, "dataset_counts": snapshot.manifest.model_dump(mode="json")["splits"]}
     tracker = (
-        WandbTracker(WANDB_PROJECT, config, Path(home) / "wandb", run_id=key, tags=[preset.name])
+        WandbTracker(WANDB_PROJECT, config, workspace.wandb, run_id=key, tags=[preset.name])
         if track else NullTracker()
     )
     try:
@@ -92,7 +116,7 @@ def train_model(
             "examples_per_s": result.examples_per_s,
         }
         version, path = write_model_artifact(
-            Path(home) / "models", result.model, snapshot,
+            workspace.models, result.model, snapshot,
             {"preset": preset.name, "train_config": preset.train.model_dump(mode="json"),
              "metrics": summary, "wandb_run_id": tracker.run_id},
         )

@@ -2,7 +2,7 @@
 
 The last crawl and the table counts (DuckDB), the champion and its metrics (model store), the
 last gate decision (model history), and the next scheduled flow runs, read from the Prefect API
-over HTTP when ``PREFECT_API_URL`` points at a server.
+through Prefect's client when ``PREFECT_API_URL`` points at a server.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -21,24 +20,24 @@ console = Console()
 
 
 def upcoming_runs(api_url: str | None, limit: int = 5, timeout_s: float = 5.0) -> list[dict[str, Any]] | str:
-    """Scheduled flow runs soonest first, or a line saying why there are none to show."""
+    """Scheduled flow runs soonest first (through Prefect's client), or a line saying why there
+    are none to show."""
     if not api_url:
         return "PREFECT_API_URL is not set: no server to ask for schedules"
-    body = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}, "sort": "EXPECTED_START_TIME_ASC", "limit": limit}
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
     try:
-        response = httpx.post(f"{api_url.rstrip('/')}/flow_runs/filter", json=body, timeout=timeout_s)
-        response.raise_for_status()
-        runs = response.json()
-        deployment_ids = {run["deployment_id"] for run in runs if run.get("deployment_id")}
-        names = {}
-        for deployment_id in deployment_ids:
-            found = httpx.get(f"{api_url.rstrip('/')}/deployments/{deployment_id}", timeout=timeout_s)
-            if found.is_success:
-                names[deployment_id] = found.json()["name"]
-    except (httpx.HTTPError, ValueError, KeyError) as error:
+        with get_client(sync_client=True, httpx_settings={"timeout": timeout_s}) as client:
+            runs = client.read_flow_runs(flow_run_filter=scheduled, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=limit)
+            names = {d: client.read_deployment(d).name for d in {run.deployment_id for run in runs if run.deployment_id}}
+    except Exception as error:  # unreachable, refused, an older server: the rest of the status still shows
         return f"Prefect API at {api_url} did not answer: {error.__class__.__name__}"
     return [
-        {"deployment": names.get(run.get("deployment_id"), run.get("name")), "expected_start": run.get("expected_start_time")}
+        {"deployment": names.get(run.deployment_id, run.name), "expected_start": str(run.expected_start_time)}
         for run in runs
     ]
 
@@ -98,7 +97,8 @@ def _show(status: dict[str, Any]) -> None:
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Last crawl, database counts, champion and its metrics, last gate decision, what runs next."""
     from bentos.registry import open_registry
-    from sprout.cli import load_settings
+
+    from .common import load_settings
 
     settings = load_settings()
     found = gather(settings, open_registry(settings))

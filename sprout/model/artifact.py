@@ -8,7 +8,6 @@ into place, so a reader never sees half a model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,11 +19,14 @@ from sprout.dataset import features
 from sprout.dataset.snapshot_format import Snapshot
 from sprout.model.autoencoder import Autoencoder, parameter_count
 from sprout.model.weights import load_weights, save_weights
+from sprout.durable_files import file_sha256
+from sprout.workspace import MODEL_DOCUMENT
 
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "weights.npz"
 CORPUS_FILE = "corpus.json"
-METADATA_FILE = "model.json"
+METADATA_FILE = MODEL_DOCUMENT
+ALLOWED_SUFFIXES = (".npz", ".json")  # arrays and JSON: nothing that runs code when it is read
 
 FEATURE_CONSTANTS = {
     "no_scores_mu": features.NO_SCORES_MU,
@@ -33,10 +35,6 @@ FEATURE_CONSTANTS = {
     "dropped_fill_sigmas": features.DROPPED_FILL_SIGMAS,
 }
 
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def write_model_artifact(
@@ -49,7 +47,7 @@ def write_model_artifact(
     try:
         save_weights(model, staging / WEIGHTS_FILE)
         shutil.copyfile(snapshot.path / "corpus.json", staging / CORPUS_FILE)
-        weights_sha = _sha256(staging / WEIGHTS_FILE)
+        weights_sha = file_sha256(staging / WEIGHTS_FILE)
         created = datetime.now(timezone.utc)
         version = f"{created:%Y%m%d-%H%M%S}-{weights_sha[:8]}"
         manifest = snapshot.manifest
@@ -66,7 +64,7 @@ def write_model_artifact(
                 "config": manifest.config.model_dump(mode="json"),
             },
             "features": FEATURE_CONSTANTS,
-            "files": {WEIGHTS_FILE: weights_sha, CORPUS_FILE: _sha256(staging / CORPUS_FILE)},
+            "files": {WEIGHTS_FILE: weights_sha, CORPUS_FILE: file_sha256(staging / CORPUS_FILE)},
             **metadata,
         }
         (staging / METADATA_FILE).write_text(json.dumps(document, indent=2, sort_keys=True, default=float))
@@ -78,11 +76,37 @@ def write_model_artifact(
     return version, target
 
 
-def read_model_artifact(folder: Path) -> tuple[Autoencoder, dict[str, Any]]:
-    """Load a saved model and its metadata, checking the files' hashes."""
+class ArtifactError(ValueError):
+    """A model folder that is incomplete, fails its hash check, or holds a disallowed file."""
+
+
+def verified_files(folder: Path) -> tuple[dict[str, Any], list[Path]]:
+    """The artifact's description and its files (``model.json`` first), after checking that each
+    recorded file is an allowed kind and matches its recorded hash."""
     folder = Path(folder)
-    document = json.loads((folder / METADATA_FILE).read_text())
-    for name, expected in document["files"].items():
-        if _sha256(folder / name) != expected:
-            raise ValueError(f"{folder / name} does not match its recorded hash")
-    return load_weights(folder / WEIGHTS_FILE), document
+    metadata_file = folder / METADATA_FILE
+    if not metadata_file.is_file():
+        raise ArtifactError(f"{folder} has no {METADATA_FILE}; is it a model folder?")
+    try:
+        document = json.loads(metadata_file.read_text(encoding="utf-8"))
+        recorded = dict(document.get("files", {}))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ArtifactError(f"{metadata_file} is not a model description: {error}") from None
+    for name in recorded:
+        if Path(name).name != name or Path(name).suffix not in ALLOWED_SUFFIXES:
+            raise ArtifactError(f"{folder}: {name!r} is not an allowed model file ({', '.join(ALLOWED_SUFFIXES)})")
+    files = [metadata_file]
+    for name, expected in recorded.items():
+        path = folder / name
+        if not path.is_file() or file_sha256(path) != expected:
+            raise ArtifactError(f"{path} is missing or does not match its recorded hash")
+        files.append(path)
+    if len(files) == 1:
+        raise ArtifactError(f"{metadata_file} lists no files")
+    return document, files
+
+
+def read_model_artifact(folder: Path) -> tuple[Autoencoder, dict[str, Any]]:
+    """Load a saved model and its metadata, checking the files (see `verified_files`)."""
+    document, _ = verified_files(folder)
+    return load_weights(Path(folder) / WEIGHTS_FILE), document

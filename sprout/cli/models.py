@@ -9,29 +9,20 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from sprout.evaluation.gate import GateRules
 from sprout.json_values import json_ready
 
+from .common import AsJson, console, err_console, fail, load_settings, open_store
+
 DEFAULT_RULES = GateRules()  # the options' defaults: one source for the gate's thresholds
 
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _settings_and_registry():
     from bentos.registry import open_registry
-    from sprout.cli import load_settings
 
     settings = load_settings()
     return settings, open_registry(settings)
@@ -58,7 +49,7 @@ def _evaluate(version: str, settings, registry, rules) -> dict[str, Any]:
     try:
         return evaluate_version(version, home=settings.home, registry=registry, rules=rules)
     except (RegistryError, IncomparableModel, FileNotFoundError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def _rules(ndcg_margin: float, max_mae_regression: float, max_latency_ms: float, ease_tolerance: float):
@@ -140,7 +131,7 @@ def promote(
     if not force:
         result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance))
         if not result["decision"]["promote"]:
-            raise _fail(f"the gate refused {version}: " + "; ".join(result["decision"]["reasons"]))
+            raise fail(f"the gate refused {version}: " + "; ".join(result["decision"]["reasons"]))
         metrics = result["challenger"]
     try:
         register_version(version, home=settings.home, registry=registry, metrics=metrics)
@@ -152,7 +143,7 @@ def promote(
             registry.withdraw(version, reason="verification after promotion failed")
             raise
     except (RegistryError, FileNotFoundError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     steps = [{"version": s.version, "from": s.from_stage, "to": s.to_stage} for s in plan]
     if as_json:
         print(json.dumps({"champion": version, "steps": steps}))
@@ -174,7 +165,7 @@ def rollback(
     try:
         plan = registry.rollback(reason=reason, expected_champion=from_version)
     except RegistryError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if not plan:
         champion = registry.champion()
         message = f"{from_version} is not the champion ({champion.version if champion else 'none'} is): nothing to do"
@@ -197,14 +188,12 @@ def history(
 ) -> None:
     """Gate decisions and stage changes recorded in DuckDB, newest first (events still waiting
     in the registry's outbox are delivered first when the database is free)."""
-    from sprout.cli import open_store
-
     settings, registry = _settings_and_registry()
     waiting = registry.deliver_events()
     if waiting:
         err_console.print(f"{waiting} events wait for the database (held by another process); shown once delivered")
     if not settings.db_path.exists():
-        raise _fail(f"no database at {settings.db_path} yet")
+        raise fail(f"no database at {settings.db_path} yet")
     with open_store(settings.db_path, read_only=True) as store:
         events = store.model_events(limit=limit)
     rows = [
