@@ -105,6 +105,25 @@ def serving_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def serving_isolation_table(result: dict) -> str:
+    settings, served = result["settings"], result["figures"]["http"]
+    rows = [("HTTP, explanations on their own lane (served)", served)]
+    rows += [(f"in-process, {name}", result["baselines"]["in_process"][key])
+             for key, name in (("explanation_lane", "explanations on their own lane"),
+                               ("in_batch", "explanations inside the shared batch (before)"))]
+    lines = ["| plain `/recommend`, 1 client | idle p50 / p99 | beside explanations p50 / p99 | p99 ratio | "
+             "explained p50 |", "| --- | --- | --- | --- | --- |"]
+    for name, figures in rows:
+        idle, loaded, explained = figures["idle_ms"], figures["beside_explanations_ms"], figures["explained_ms"]
+        lines.append(f"| {name} | {idle['p50']:.1f} / {idle['p99']:.1f} ms | {loaded['p50']:.1f} / "
+                     f"{loaded['p99']:.1f} ms | {figures['p99_ratio']:.1f}× | {explained['p50'] / 1000:.2f} s |")
+    lines += ["", f"{settings['explaining_clients']} clients explaining {settings['explained_profile']:,}-entry "
+              f"profiles beside {settings['plain_profile']}-entry plain requests, {settings['loaded_s']:g} s per "
+              f"phase, load average {settings['load_average_at_start']:g} at the start; goal p99 ratio ≤ "
+              f"{result['figures']['goal_p99_ratio']:g}×; " + provenance(result)]
+    return "\n".join(lines)
+
+
 def quality_http_table(result: dict) -> str:
     served, ease = result["figures"]["served"], result["baselines"]["ease"]
     keys = ("recall@20", "recall@50", "ndcg@100")
@@ -137,6 +156,10 @@ def main() -> None:
     serving = RESULTS / "serving.json"
     if serving.is_file():
         text = replace_between(text, "serving", serving_table(json.loads(serving.read_text())))
+    isolation = RESULTS / "serving_isolation.json"
+    if isolation.is_file():
+        isolation_result = json.loads(isolation.read_text())
+        text = replace_between(text, "serving_isolation", serving_isolation_table(isolation_result))
     README.write_text(text)
 
 

@@ -42,7 +42,7 @@ class Sprout:
     def __init__(self) -> None:
         self.registry = ModelRegistry(settings.store_dir)
         self.models = ChampionFollower(self.registry, self._load, pinned_version=settings.version, poll_s=settings.poll_s)
-        self.batcher = RequestBatcher(lambda: self.models.current)  # each batch runs on the engine current then
+        self.batcher = RequestBatcher(lambda: self.models.current)  # each request runs on the engine current then
         self.models.start()
 
     @staticmethod
@@ -51,7 +51,8 @@ class Sprout:
 
     @bentoml.api
     def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
-        """Recommendations for a profile; concurrent requests share forward passes."""
+        """Recommendations for a profile; concurrent requests share forward passes, explained ones
+        take the explanation lane so that plain requests never wait for them."""
         try:
             return self.batcher.submit(request)
         except InferenceError as error:
@@ -61,7 +62,7 @@ class Sprout:
     def explain(self, request: ExplainRequest, /) -> ExplainResponse:
         """Recommendations with contributors, the most impactful and the most surprising entries."""
         try:
-            return self.models.current.explain(request)
+            return self.batcher.explain(request)
         except InferenceError as error:
             return client_error(error)
 

@@ -43,27 +43,34 @@ def test_concurrent_callers_get_their_own_answers(recommenders):
     assert batcher.batches >= len(requests) / 4
 
 
+class HeldFirstBatch(Recommender):
+    """The real engine, whose first batched forward pass waits until the test lets it run."""
+
+    def __init__(self, model: Recommender):
+        self.__dict__.update(model.__dict__)
+        self.first_batch_started = threading.Event()
+        self.first_batch_may_run = threading.Event()
+
+    def outputs(self, encoded):
+        if not self.first_batch_started.is_set():
+            self.first_batch_started.set()
+            self.first_batch_may_run.wait(timeout=30)
+        return super().outputs(encoded)
+
+
 def test_requests_arriving_during_a_batch_form_the_next_one(recommenders):
     model, _ = recommenders
-    first_batch_may_run = threading.Event()
-    calls = []
-
-    def current() -> Recommender:  # called as each batch starts: hold the first until the rest queued
-        calls.append(time.monotonic())
-        if len(calls) == 1:
-            first_batch_may_run.wait(timeout=30)
-        return model
-
-    batcher = RequestBatcher(current, max_batch=16)
-    requests = [request(k) for k in range(8)]
+    held = HeldFirstBatch(model)
+    batcher = RequestBatcher(held, max_batch=16)
+    requests = [request(k) for k in range(1, 10) if k % 7]  # none explained: every one joins a batch
+    assert len(requests) == 8 and not any(r.explain for r in requests)
     with ThreadPoolExecutor(max_workers=8) as pool:
         leader = pool.submit(batcher.submit, requests[0])
-        while not calls:
-            time.sleep(0.001)
+        assert held.first_batch_started.wait(timeout=30)
         followers = [pool.submit(batcher.submit, r) for r in requests[1:]]
         while batcher.waiting < len(followers):  # every follower is waiting behind the first batch
             time.sleep(0.001)
-        first_batch_may_run.set()
+        held.first_batch_may_run.set()
         answers = [leader.result(), *(f.result() for f in followers)]
     assert batcher.batches == 2  # one lone request, then the seven that queued behind it
     assert same_answers(answers, [model.recommend(r) for r in requests])
@@ -84,7 +91,7 @@ def test_a_bad_profile_fails_alone(recommenders):
     assert batcher.submit(request(4)) == model.recommend(request(4))  # still serving afterwards
 
 
-def test_swap_serves_the_new_model_from_the_next_batch(recommenders):
+def test_swap_serves_the_new_model_to_later_requests(recommenders):
     old, new = recommenders
     assert old.version != new.version
     batcher = RequestBatcher(old)
@@ -100,3 +107,25 @@ def test_swap_serves_the_new_model_from_the_next_batch(recommenders):
     assert follower.submit(request(6)).model.version == old.version
     served["model"] = new  # a service swapping its attribute
     assert follower.submit(request(6)) == new.recommend(request(6))
+
+
+def test_a_batch_never_mixes_models_across_a_swap(recommenders):
+    old, new = recommenders
+    held = HeldFirstBatch(old)
+    batcher = RequestBatcher(held, max_batch=16)
+    requests = [request(k) for k in (1, 2, 3, 4, 5)]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        leader = pool.submit(batcher.submit, requests[0])
+        assert held.first_batch_started.wait(timeout=30)
+        before = pool.submit(batcher.submit, requests[1])  # encoded by the old model
+        while batcher.waiting < 1:
+            time.sleep(0.001)
+        batcher.swap(new)
+        after = [pool.submit(batcher.submit, r) for r in requests[2:]]  # encoded by the new model
+        while batcher.waiting < 4:
+            time.sleep(0.001)
+        held.first_batch_may_run.set()
+        answers = [leader.result(), before.result(), *(f.result() for f in after)]
+    assert [a.model.version for a in answers] == [old.version] * 2 + [new.version] * 3
+    assert same_answers(answers, [old.recommend(r) for r in requests[:2]] + [new.recommend(r) for r in requests[2:]])
+    assert batcher.batches == 3  # the lone leader, the old model's follower, the new model's three

@@ -14,7 +14,7 @@ from sprout.inference.errors import InvalidProfile
 from sprout.inference.profile import prepare_profile
 from sprout.inference.ranking import log_scores
 from sprout.inference.requests import ExplainRequest, ProfileEntry, RecommendRequest
-from sprout.training.artifact import read_model_artifact
+from sprout.model.artifact import read_model_artifact
 
 ALL = 500  # top_k that returns every allowed show of the tiny corpus
 

@@ -2,7 +2,8 @@
 
 - `requests`, `errors`: the request/response models (also the HTTP schema) and client errors;
 - `engine.Recommender`: a model artifact loaded for serving — recommend, explain, batches;
-- `batching.RequestBatcher`: groups concurrent requests into batched forward passes;
+- `batching.RequestBatcher`: groups concurrent requests into batched forward passes, and runs
+  explanations on a lane of their own that gives way to them;
 - `profile`, `filters`, `sequels`, `ranking`, `explanations`: the pure steps of a request;
 - `network`: the compiled passes, shape buckets and sharding; `compilations`: compile counting.
 

@@ -5,6 +5,11 @@ A request goes through the training entry rules (`profile.prepare_profile`), one
 requests add one batched leave-one-out pass over the profile (`explanations`). Every compiled
 shape is warmed up at load, and `compilations` counts any compilation after that.
 
+A request is answered in three steps so that a scheduler can share only what is worth sharing:
+`encode` (one profile's own work), `outputs` (the forward pass, batched over many profiles) and
+`respond` (ranking, and for explained requests the leave-one-out pass, which may be paced).
+`recommend_many` chains them for a list of requests.
+
 Held-out entries keep the normalisation (mu, sigma) of the whole profile: holding an entry out is
 exactly the rank-1 change of the first layer, and the explanation isolates that entry's effect.
 A `Recommender` holds no per-request state: any number of threads may call it at once.
@@ -12,6 +17,7 @@ A `Recommender` holds no per-request state: any number of threads may call it at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ import numpy as np
 from sprout.dataset.corpus import Corpus
 from sprout.dataset.features import denormalise
 from sprout.model.autoencoder import Autoencoder
-from sprout.training.artifact import CORPUS_FILE, read_model_artifact
+from sprout.model.artifact import CORPUS_FILE, read_model_artifact
 
 from . import explanations
 from .errors import InferenceError
@@ -42,6 +48,15 @@ from .requests import (
     RecommendResponse,
     Surprise,
 )
+
+
+@dataclass(frozen=True)
+class EncodedProfile:
+    """A prepared profile with its first-layer encoding, ready for the (batched) forward pass."""
+
+    profile: PreparedProfile
+    pre: np.ndarray  # [H] first layer's pre-activation
+    linear: np.ndarray  # [C] the item-item path's x B
 
 
 @dataclass(frozen=True)
@@ -141,36 +156,62 @@ class Recommender:
     def recommend_many(self, requests: list[RecommendRequest]) -> list[RecommendResponse | InferenceError]:
         """Like `recommend_batch`, but a bad profile yields its error in place of its response."""
         outcomes: list[RecommendResponse | InferenceError | None] = [None] * len(requests)
-        prepared: list[tuple[int, RecommendRequest, PreparedProfile]] = []
+        encodings: list[tuple[int, EncodedProfile]] = []
         for position, request in enumerate(requests):
             try:
-                prepared.append((position, request, prepare_profile(request.profile, self.corpus)))
+                encodings.append((position, self.encode(request)))
             except InferenceError as error:
                 outcomes[position] = error
-        if prepared:
-            encoded = [self.network.encode(p.items, p.values) for _, _, p in prepared]
-            pre = np.stack([e[0] for e in encoded])  # [B, H]
-            linear = np.stack([e[1] for e in encoded])  # [B, C]
-            log_presence, ratings = self.network.outputs(pre, linear)  # [B, C], [B, C]
-            for row, (position, request, profile) in enumerate(prepared):
-                ranked = self._rank(request, profile, log_presence[row], ratings[row], request.top_k)
-                if request.explain:
-                    recommendations = self._explained(request, profile, pre[row], linear[row], ranked).recommendations
-                else:
-                    recommendations = [self._recommendation(ranked, k) for k in range(len(ranked.shows))]
-                outcomes[position] = RecommendResponse(
-                    model=self.model_ref, recommendations=recommendations, ignored=profile.ignored
-                )
+        if encodings:
+            log_presence, ratings = self.outputs([e for _, e in encodings])  # [B, C], [B, C]
+            for row, (position, encoded) in enumerate(encodings):
+                outcomes[position] = self.respond(requests[position], encoded, log_presence[row], ratings[row])
         return outcomes  # type: ignore[return-value]
 
-    def explain(self, request: ExplainRequest) -> ExplainResponse:
-        """Recommendations with contributors, the most impactful and the most surprising entries."""
+    def encode(self, request: RankingOptions) -> EncodedProfile:
+        """One request's own part of the forward pass: the profile rules and the first layer.
+
+        Raises `InferenceError` for a profile that cannot be served."""
         profile = prepare_profile(request.profile, self.corpus)
         pre, linear = self.network.encode(profile.items, profile.values)  # [H], [C]
-        log_presence, ratings = self.network.outputs(pre[None], linear[None])  # [1, C], [1, C]
+        return EncodedProfile(profile, pre, linear)
+
+    def outputs(self, encoded: list[EncodedProfile]) -> tuple[np.ndarray, np.ndarray]:
+        """The rest of the forward pass for many profiles at once -> log presence [B, C], ratings [B, C]."""
+        pre = np.stack([e.pre for e in encoded])  # [B, H]
+        linear = np.stack([e.linear for e in encoded])  # [B, C]
+        return self.network.outputs(pre, linear)
+
+    def respond(
+        self,
+        request: RecommendRequest,
+        encoded: EncodedProfile,
+        log_presence: np.ndarray,
+        ratings: np.ndarray,
+        pace: Callable[[], None] | None = None,
+    ) -> RecommendResponse:
+        """The answer to ``request`` from its row of `outputs` (log_presence / ratings [C]).
+
+        An explained request runs its leave-one-out pass here; ``pace`` is called before each
+        chunk of it (a scheduler blocks in it to let other work go first)."""
+        profile = encoded.profile
+        ranked = self._rank(request, profile, log_presence, ratings, request.top_k)
+        if request.explain:
+            explained = self._explained(request, profile, encoded.pre, encoded.linear, ranked, pace)
+            recommendations = explained.recommendations
+        else:
+            recommendations = [self._recommendation(ranked, k) for k in range(len(ranked.shows))]
+        return RecommendResponse(model=self.model_ref, recommendations=recommendations, ignored=profile.ignored)
+
+    def explain(self, request: ExplainRequest, pace: Callable[[], None] | None = None) -> ExplainResponse:
+        """Recommendations with contributors, the most impactful and the most surprising entries.
+
+        ``pace`` is called before each chunk of the leave-one-out pass (see `respond`)."""
+        encoded = self.encode(request)
+        log_presence, ratings = self.outputs([encoded])  # [1, C], [1, C]
         count = max(request.top_k, explanations.IMPACT_CANDIDATES)
-        ranked = self._rank(request, profile, log_presence[0], ratings[0], count)
-        return self._explained(request, profile, pre, linear, ranked)
+        ranked = self._rank(request, encoded.profile, log_presence[0], ratings[0], count)
+        return self._explained(request, encoded.profile, encoded.pre, encoded.linear, ranked, pace)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -200,11 +241,19 @@ class Recommender:
         return _Ranked(shows, scores[shows], log_presence[shows], predicted)
 
     def _explained(
-        self, request: RankingOptions, profile: PreparedProfile, pre: np.ndarray, linear: np.ndarray, ranked: _Ranked
+        self,
+        request: RankingOptions,
+        profile: PreparedProfile,
+        pre: np.ndarray,
+        linear: np.ndarray,
+        ranked: _Ranked,
+        pace: Callable[[], None] | None,
     ) -> ExplainResponse:
         """Hold every profile entry out in one batched pass and explain the ranked candidates."""
         shows = ranked.shows  # [K]
-        held_presence, held_ratings, own = self.network.held_out(pre, linear, profile.items, profile.values, shows)
+        held_presence, held_ratings, own = self.network.held_out(
+            pre, linear, profile.items, profile.values, shows, pace=pace
+        )
         popularity = self.catalogue.popularity[shows]  # [K]
         held = log_scores(held_presence, held_ratings, request.rating_weight, popularity, request.niche_boost)
         drops = explanations.score_drops(np.exp(ranked.log_scores), np.exp(held))  # [n, K]
