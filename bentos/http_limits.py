@@ -3,8 +3,9 @@
 BentoML has no body-size setting (``http.max_request_size`` is ignored), answers a
 ``multipart/form-data`` request without a boundary with a 500, and logs every 400 with a full
 traceback. `RequestGuard` answers 413 for bodies over the limit (declared or counted, chunked
-too) and 415 for any body that is not JSON; `quiet_client_errors` turns the tracebacks of client
-mistakes into one-line log records.
+too) and 415 for any body that is not JSON, except on upload paths, which take any body up to
+their own limit; `quiet_client_errors` turns the tracebacks of client mistakes into one-line log
+records.
 """
 
 from __future__ import annotations
@@ -49,41 +50,46 @@ class RequestGuard:
     the API handler, which BentoML turns into a 413.
     """
 
-    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = dict(uploads or {})  # path -> its own limit; any content type
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
+        limit = self.uploads.get(scope["path"])
         media_type = _media_type(headers)
-        if media_type is not None and media_type not in JSON_MEDIA_TYPES:
+        if limit is None and media_type is not None and media_type not in JSON_MEDIA_TYPES:
             await _reply(send, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"unsupported content type {media_type!r}; send application/json")
             return
+        limit = self.max_bytes if limit is None else limit
         declared = _content_length(headers)
-        if declared is not None and declared > self.max_bytes:
-            await _reply(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large())
+        if declared is not None and declared > limit:
+            await _reply(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _too_large(limit))
             return
-        await self.app(scope, self._counting(receive), send)
+        await self.app(scope, _counting(receive, limit), send)
 
-    def _too_large(self) -> str:
-        return f"request body is larger than {self.max_bytes:,} bytes"
 
-    def _counting(self, receive: Any) -> Any:
-        received = 0
+def _too_large(limit: int) -> str:
+    return f"request body is larger than {limit:,} bytes"
 
-        async def counted() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise RequestTooLarge(self._too_large())
-            return message
 
-        return counted
+def _counting(receive: Any, limit: int) -> Any:
+    received = 0
+
+    async def counted() -> dict:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise RequestTooLarge(_too_large(limit))
+        return message
+
+    return counted
 
 
 async def _reply(send: Any, status: HTTPStatus, message: str) -> None:

@@ -1,39 +1,72 @@
 """The Sprout HTTP service: recommendations and explanations from the registry's champion.
 
-``POST /recommend`` and ``POST /explain`` take the request's fields as top-level JSON;
-``GET /model`` describes the model being served. BentoML adds ``/livez``, ``/readyz``,
-``/metrics`` and ``/docs.json``. Settings come from ``SPROUT_SERVE_*`` (see `sprout.serve`);
-start it with ``sprout serve``.
+``POST /recommend`` and ``POST /explain`` take the request's fields as top-level JSON, with the
+profile itself or a MyAnimeList ``username`` whose public list the service fetches;
+``POST /profile/export`` turns MAL's list export file into that profile; ``GET /model``
+describes the model being served; ``GET /`` is the web page (``bentos/static/``). BentoML adds
+``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``. Settings come from ``SPROUT_SERVE_*``
+and ``SPROUT_MAL_*`` (see `sprout.config`); start it with ``sprout serve``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 
 import bentoml
-from fastapi import FastAPI, Response
-from starlette.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import FileResponse, JSONResponse
 
 from bentos.hot_swap import ChampionFollower
-from bentos.http_limits import RequestGuard, quiet_client_errors
+from bentos.http_limits import RequestGuard, RequestTooLarge, quiet_client_errors
 from bentos.registry import ModelRecord, ModelRegistry
+from sprout.config import ServeSettings, Settings
 from sprout.inference.batching import RequestBatcher
 from sprout.inference.engine import Recommender
 from sprout.inference.errors import InferenceError, ProfileTooLarge
-from sprout.inference.requests import ExplainRequest, ExplainResponse, ModelInfo, RecommendRequest, RecommendResponse
+from sprout.inference.requests import (
+    ExplainRequest,
+    ExplainResponse,
+    ModelInfo,
+    RankingOptions,
+    RecommendRequest,
+    RecommendResponse,
+)
+from sprout.mal.client import MalClient
+from sprout.profiles import ExportError, ListFetcher, ListFetcherThread, ProfileLookupError, parse_list_export
+from sprout.profiles.export import MAX_EXPORT_BYTES
 from sprout.registry import UnknownVersion
-from sprout.serve import ServeSettings
+
+STATIC = Path(__file__).parent / "static"
+EXPORT_PATH = "/profile/export"
 
 settings = ServeSettings()
 quiet_client_errors()
 logging.getLogger("bentos").setLevel(logging.INFO)  # model swaps reach the server log
 routes = FastAPI(title="Sprout model routes")
+routes.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
-def client_error(error: InferenceError) -> JSONResponse:
-    """The engine's verdict on a profile as a 4xx answer (BentoML sends a returned Response as is)."""
+def client_error(error: InferenceError | ProfileLookupError | ExportError) -> JSONResponse:
+    """A verdict on the request as a 4xx/503 answer with its sentence (BentoML sends a returned
+    Response as is)."""
+    if isinstance(error, ProfileLookupError):
+        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+        return JSONResponse({"error": str(error)}, status_code=error.status, headers=headers)
     status = 413 if isinstance(error, ProfileTooLarge) else 400
     return JSONResponse({"error": str(error)}, status_code=status)
+
+
+def username_lists() -> ListFetcherThread:
+    """Lists by username through the platform's MAL client and settings, one cache per worker."""
+    mal = Settings()
+    factory = (lambda: MalClient.from_settings(mal)) if mal.client_id() else None
+    return ListFetcherThread(lambda: ListFetcher(
+        factory, deadline_s=settings.username_deadline_s, ttl_s=settings.list_cache_ttl_s,
+        cache_size=settings.list_cache_size,
+    ))
 
 
 @bentoml.service(name="sprout", workers=settings.workers, threads=settings.threads, traffic={"timeout": 120})
@@ -43,44 +76,68 @@ class Sprout:
         self.registry = ModelRegistry(settings.store_dir)
         self.models = ChampionFollower(self.registry, self._load, pinned_version=settings.version, poll_s=settings.poll_s)
         self.batcher = RequestBatcher(lambda: self.models.current)  # each request runs on the engine current then
+        self.lists = username_lists()
         self.models.start()
 
     @staticmethod
     def _load(record: ModelRecord) -> Recommender:
         return Recommender.load(record.path, devices=settings.devices, warmup=True, stage=record.stage)
 
+    def _with_profile(self, request: RankingOptions) -> RankingOptions:
+        """A request that names a username, with that user's list as its profile."""
+        if request.username is None:
+            return request
+        return request.model_copy(update={"profile": self.lists.profile(request.username), "username": None})
+
     @bentoml.api
     def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
-        """Recommendations for a profile; concurrent requests share forward passes, explained ones
-        take the explanation lane so that plain requests never wait for them."""
+        """Recommendations for a profile or a username; concurrent requests share forward passes,
+        explained ones take the explanation lane so that plain requests never wait for them."""
         try:
-            return self.batcher.submit(request)
-        except InferenceError as error:
+            return self.batcher.submit(self._with_profile(request))
+        except (InferenceError, ProfileLookupError) as error:
             return client_error(error)
 
     @bentoml.api
     def explain(self, request: ExplainRequest, /) -> ExplainResponse:
         """Recommendations with contributors, the most impactful and the most surprising entries."""
         try:
-            return self.batcher.explain(request)
-        except InferenceError as error:
+            return self.batcher.explain(self._with_profile(request))
+        except (InferenceError, ProfileLookupError) as error:
             return client_error(error)
+
+    @routes.post(EXPORT_PATH)
+    async def profile_from_export(self, request: Request) -> JSONResponse:
+        """MyAnimeList's list export (XML, plain or gzip, as the request body) as a profile."""
+        try:
+            entries = await asyncio.to_thread(parse_list_export, await request.body())
+        except ExportError as error:
+            return client_error(error)
+        except RequestTooLarge as error:  # a chunked body that ran past the upload limit
+            return JSONResponse({"error": str(error)}, status_code=413)
+        return JSONResponse({"profile": [entry.model_dump() for entry in entries]})
+
+    @routes.get("/")
+    def page(self) -> FileResponse:
+        """The web page: a username or an export in, recommendations with their reasons out."""
+        return FileResponse(STATIC / "index.html")
 
     @routes.get("/model")
     def model(self, response: Response) -> ModelInfo:
         """The model being served, with its registry stage and metrics."""
         engine = self.models.current
-        info = engine.info()
+        info = engine.info().model_copy(update={"item_url": settings.item_url})
         response.headers["X-Sprout-Compilations"] = str(engine.compilations)
         try:
             record = self.registry.get(info.version)
-        except UnknownVersion:  # unreadable this instant (labels being rewritten): the engine's own view stands
+        except UnknownVersion:  # unreadable this instant: the engine's own view stands
             return info
         return info.model_copy(update={"stage": record.stage, "metrics": record.metadata.get("metrics", info.metrics)})
 
     @bentoml.on_shutdown
-    def stop_following(self) -> None:
+    def stop(self) -> None:
         self.models.stop()
+        self.lists.close()
 
 
-Sprout.add_asgi_middleware(RequestGuard, max_bytes=settings.max_body_bytes)
+Sprout.add_asgi_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads={EXPORT_PATH: MAX_EXPORT_BYTES})

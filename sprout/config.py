@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sprout.workspace import Workspace
@@ -68,3 +68,49 @@ class Settings(BaseSettings):
 
     def client_id(self) -> str | None:
         return self.mal_client_id.get_secret_value() if self.mal_client_id else None
+
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class ServeSettings(BaseSettings):
+    """What the service reads from its environment (prefix ``SPROUT_SERVE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SPROUT_SERVE_", extra="ignore", populate_by_name=True)
+
+    version: str | None = Field(None, description="Serve this version for the life of the process (no hot swap).")
+    store_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("SPROUT_MODEL_STORE", "SPROUT_SERVE_STORE_DIR"),
+        description="BentoML model store folder; default $BENTOML_HOME/models.",
+    )
+    workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
+    threads: int = Field(16, ge=1, description="Request threads per worker; concurrent /recommend calls share forward passes.")
+    devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
+    poll_s: float = Field(5.0, gt=0, description="Seconds between checks of the registry for a new champion.")
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, description="Largest request body; larger is answered 413.")
+    username_deadline_s: float = Field(
+        10.0, gt=0, le=120, description="Longest wait for MyAnimeList when a request names a username."
+    )
+    list_cache_ttl_s: float = Field(600.0, ge=0, description="How long a fetched list answers again for its username.")
+    list_cache_size: int = Field(1024, ge=1, description="Most usernames whose lists are cached.")
+    item_url: str = Field(
+        "https://myanimelist.net/anime/{id}", description="A show's page, {id} standing for its id (links on the web page)."
+    )
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment variables that recreate them."""
+        values = {
+            "SPROUT_SERVE_VERSION": self.version,
+            "SPROUT_MODEL_STORE": str(self.store_dir) if self.store_dir else None,
+            "SPROUT_SERVE_WORKERS": self.workers,
+            "SPROUT_SERVE_THREADS": self.threads,
+            "SPROUT_SERVE_DEVICES": self.devices,
+            "SPROUT_SERVE_POLL_S": self.poll_s,
+            "SPROUT_SERVE_MAX_BODY_BYTES": self.max_body_bytes,
+            "SPROUT_SERVE_USERNAME_DEADLINE_S": self.username_deadline_s,
+            "SPROUT_SERVE_LIST_CACHE_TTL_S": self.list_cache_ttl_s,
+            "SPROUT_SERVE_LIST_CACHE_SIZE": self.list_cache_size,
+            "SPROUT_SERVE_ITEM_URL": self.item_url,
+        }
+        return {name: str(value) for name, value in values.items() if value is not None}

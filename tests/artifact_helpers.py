@@ -20,7 +20,7 @@ from sprout.training.run import build_dataset
 
 def untrained_artifacts(home: Path, n_models: int) -> tuple[Snapshot, list[Path]]:
     """The snapshot and ``n_models`` artifact folders whose weights differ by seed."""
-    population = synthetic_population(200, seed=3, n_anime=150)
+    population = synthetic_population(200, seed=3, n_anime=150)  # the simulator's catalogue in service tests
     with Store.open(home / "sprout.duckdb") as store:
         load_population(store, population, population.now)
     build_dataset(home, home / "sprout.duckdb", get_preset("tiny"), population.now.date())

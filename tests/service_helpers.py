@@ -20,6 +20,16 @@ SERVER_ENV = {
     "JAX_COMPILATION_CACHE_DIR": str(Path(tempfile.gettempdir()) / "sprout-service-tests-jax-cache"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
 }
+SIMULATOR_SEED, SIMULATOR_SHOWS = 3, 150  # the population `untrained_artifacts` builds its snapshot from
+
+
+def simulator_env(simulator) -> dict[str, str]:
+    """Point a server's MAL client at a running simulator (fast retries, no rate limit to wait on)."""
+    return {
+        "SPROUT_MAL_API_URL": simulator.api_url, "SPROUT_MAL_WEB_URL": simulator.url,
+        "SPROUT_MAL_CLIENT_ID": "test-client-id", "SPROUT_MAL_REQUESTS_PER_SECOND": "1000",
+        "SPROUT_MAL_MAX_ATTEMPTS": "2", "SPROUT_MAL_BACKOFF_BASE_S": "0.01", "SPROUT_MAL_BACKOFF_MAX_S": "0.05",
+    }
 
 
 @dataclass(frozen=True)

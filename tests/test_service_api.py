@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from bentos.local_server import LocalServer
-from service_helpers import SERVER_ENV, build_model_store, profile_of
+from service_helpers import SERVER_ENV, SIMULATOR_SEED, SIMULATOR_SHOWS, build_model_store, profile_of, simulator_env
+from sprout.malsim.server import SimulatorServer
+from sprout.malsim.synthetic_population import synthetic_population
 
 UNKNOWN_ID = 987_654_321
 
@@ -27,7 +29,11 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    with LocalServer(store.store_dir, tmp_path_factory.mktemp("logs") / "serve.log", extra_env=SERVER_ENV) as running:
+    # A simulator behind the username path, so that generated usernames meet a MAL that answers.
+    population = synthetic_population(20, seed=SIMULATOR_SEED, n_anime=SIMULATOR_SHOWS)
+    with SimulatorServer(population) as simulator, LocalServer(
+        store.store_dir, tmp_path_factory.mktemp("logs") / "serve.log", extra_env={**SERVER_ENV, **simulator_env(simulator)}
+    ) as running:
         yield running
 
 
@@ -134,6 +140,9 @@ BAD_REQUESTS = {
     "top_k zero": ("/recommend", {"profile": [{"anime_id": 5}], "top_k": 0}, {}, 400, "top_k"),
     "rating weight false": ("/recommend", {"profile": [{"anime_id": 5}], "rating_weight": False}, {}, 400, "rating_weight"),
     "missing profile": ("/recommend", {"top_k": 5}, {}, 400, "profile"),
+    "profile and username": ("/recommend", {"profile": [{"anime_id": 5}], "username": "someone"}, {}, 400, "username"),
+    "username not a name": ("/recommend", {"username": "../../etc"}, {}, 400, "not a MyAnimeList username"),
+    "export not XML": ("/profile/export", b"not xml at all", {"content-type": "application/xml"}, 400, "well-formed"),
     "profile not a list": ("/recommend", {"profile": {"anime_id": 5}}, {}, 400, "profile"),
     "score 11": ("/recommend", {"profile": [{"anime_id": 5, "score": 11}]}, {}, 400, "score"),
     "score -1": ("/recommend", {"profile": [{"anime_id": 5, "score": -1}]}, {}, 400, "score"),

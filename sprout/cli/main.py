@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from sprout.malsim.cli import app as malsim_app
-from sprout.serve import serve  # imports no BentoML; the service process does
 
 from .data import crawl, dataset_app, db_app, import_app
 from .models import evaluate, models_app
+from .recommend import recommend
+from .serve import serve  # imports no BentoML; the service process does
 from .status import status
 from .training import train
 
@@ -22,6 +23,7 @@ app.command()(evaluate)
 app.add_typer(models_app, name="models")
 app.command()(status)
 app.command("serve")(serve)
+app.command()(recommend)
 app.add_typer(malsim_app, name="malsim", help="The MAL API simulator.")
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from sprout.model.autoencoder import Autoencoder
 from sprout.model.artifact import CORPUS_FILE, read_model_artifact
 
 from . import explanations
-from .errors import InferenceError
+from .errors import InferenceError, InvalidProfile
 from .filters import CatalogueIndex, allowed_shows
 from .network import ServingNetwork
 from .profile import PreparedProfile, prepare_profile
@@ -172,6 +172,8 @@ class Recommender:
         """One request's own part of the forward pass: the profile rules and the first layer.
 
         Raises `InferenceError` for a profile that cannot be served."""
+        if request.profile is None:  # a username is resolved to its list before the engine sees it
+            raise InvalidProfile("the request names a username; fetch its list first")
         profile = prepare_profile(request.profile, self.corpus)
         pre, linear = self.network.encode(profile.items, profile.values)  # [H], [C]
         return EncodedProfile(profile, pre, linear)

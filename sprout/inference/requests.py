@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
 
@@ -35,12 +35,19 @@ class ProfileEntry(BaseModel):
 
 
 class RankingOptions(BaseModel):
-    """The profile and the ranking options shared by recommendations and explanations."""
+    """The profile (or whose it is) and the ranking options shared by recommendations and explanations."""
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: list[ProfileEntry] = Field(
-        description=f"The user's anime list (at most {MAX_PROFILE_ENTRIES} entries; more is answered with 413)."
+    profile: list[ProfileEntry] | None = Field(
+        default=None,
+        description=f"The user's anime list (at most {MAX_PROFILE_ENTRIES} entries; more is answered with 413). "
+        "Give this or username.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="A MyAnimeList username: the service fetches that public list (404 unknown, 403 private, "
+        "503 when MyAnimeList cannot be reached). Give this or profile.",
     )
     top_k: Annotated[StrictInt, Field(ge=1, le=500)] = Field(
         default=50, description="Number of recommendations to return (1..500)."
@@ -63,6 +70,13 @@ class RankingOptions(BaseModel):
     niche_boost: Annotated[StrictFloat, Field(ge=0.0, allow_inf_nan=False)] = Field(
         default=0.0, description="Favour less popular shows: 0 is off, 0.5 moderate, 1 strong."
     )
+
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RankingOptions":
+        if (self.profile is None) == (self.username is None):
+            raise ValueError("give exactly one of 'profile' (the list itself) and 'username' (whose public list to fetch)")
+        return self
 
 
 class RecommendRequest(RankingOptions):
@@ -162,3 +176,4 @@ class ModelInfo(BaseModel):
     corpus_size: int = Field(description="Number of shows the model knows.")
     parameters: int = Field(description="Number of model parameters.")
     trained_at: str = Field(description="When the model artifact was created (ISO 8601).")
+    item_url: str | None = Field(default=None, description="A show's page, {id} standing for its id.")

@@ -7,6 +7,7 @@ same profile rules to all three.
 from .by_username import (
     InvalidUsername,
     ListFetcher,
+    ListFetcherThread,
     MalUnavailable,
     NoClientId,
     PrivateProfile,
@@ -19,6 +20,7 @@ __all__ = [
     "ExportError",
     "InvalidUsername",
     "ListFetcher",
+    "ListFetcherThread",
     "MalUnavailable",
     "NoClientId",
     "PrivateProfile",

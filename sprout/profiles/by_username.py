@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Callable
 
+import httpx
 from cachetools import TTLCache
 
 from sprout.inference.requests import ProfileEntry
@@ -136,7 +138,7 @@ class ListFetcher:
             if error.status == 400:
                 raise InvalidUsername(username) from None
             raise MalUnavailable(f"it answered HTTP {error.status}") from None
-        except MalError as error:
+        except (MalError, httpx.HTTPError) as error:
             raise MalUnavailable(type(error).__name__) from None
 
     async def aclose(self) -> None:
@@ -145,3 +147,31 @@ class ListFetcher:
             self._client = None
 
 
+
+
+class ListFetcherThread:
+    """A `ListFetcher` on an event loop of its own, for callers that are threads (a server's
+    request workers): one MAL client, rate budget and cache for all of them, and a caller never
+    blocks anyone's event loop while it waits."""
+
+    def __init__(self, make_fetcher: Callable[[], ListFetcher]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="list-fetcher", daemon=True)
+        self._thread.start()
+        self.fetcher = self._run(self._made(make_fetcher), None)
+
+    @staticmethod
+    async def _made(make_fetcher: Callable[[], ListFetcher]) -> ListFetcher:
+        return make_fetcher()  # made on the loop that will use it
+
+    def _run(self, coroutine, timeout_s: float | None):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    def profile(self, username: str) -> list[ProfileEntry]:
+        """`ListFetcher.profile`, waited for from this thread (the fetcher keeps its own deadline)."""
+        return self._run(self.fetcher.profile(username), self.fetcher.deadline_s + 5.0)
+
+    def close(self) -> None:
+        self._run(self.fetcher.aclose(), 10.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

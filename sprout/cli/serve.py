@@ -4,7 +4,8 @@ The command checks that there is a model to serve, then becomes ``bentoml serve`
 one process tree, and SIGINT/SIGTERM reach BentoML's own shutdown directly). Settings travel to
 the service's worker processes as environment variables (`ServeSettings`), so a container can
 set the same variables without this command. Nothing here imports BentoML (or `bentos`) until
-the command runs, so the library stays importable without it.
+the command runs, so the library stays importable without it. The settings themselves are
+`sprout.config.ServeSettings`.
 """
 
 from __future__ import annotations
@@ -15,44 +16,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 
+from sprout.config import ServeSettings
+
 SERVICE = "bentos.service:Sprout"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # holds the `bentos` package
-MAX_BODY_BYTES = 1 << 20
-
-
-class ServeSettings(BaseSettings):
-    """What the service reads from its environment (prefix ``SPROUT_SERVE_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="SPROUT_SERVE_", extra="ignore", populate_by_name=True)
-
-    version: str | None = Field(None, description="Serve this version for the life of the process (no hot swap).")
-    store_dir: Path | None = Field(
-        None,
-        validation_alias=AliasChoices("SPROUT_MODEL_STORE", "SPROUT_SERVE_STORE_DIR"),
-        description="BentoML model store folder; default $BENTOML_HOME/models.",
-    )
-    workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
-    threads: int = Field(16, ge=1, description="Request threads per worker; concurrent /recommend calls share forward passes.")
-    devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
-    poll_s: float = Field(5.0, gt=0, description="Seconds between checks of the registry for a new champion.")
-    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, description="Largest request body; larger is answered 413.")
-
-    def environment(self) -> dict[str, str]:
-        """These settings as the environment variables that recreate them."""
-        values = {
-            "SPROUT_SERVE_VERSION": self.version,
-            "SPROUT_MODEL_STORE": str(self.store_dir) if self.store_dir else None,
-            "SPROUT_SERVE_WORKERS": self.workers,
-            "SPROUT_SERVE_THREADS": self.threads,
-            "SPROUT_SERVE_DEVICES": self.devices,
-            "SPROUT_SERVE_POLL_S": self.poll_s,
-            "SPROUT_SERVE_MAX_BODY_BYTES": self.max_body_bytes,
-        }
-        return {name: str(value) for name, value in values.items() if value is not None}
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds the `bentos` package
 
 
 def with_host_devices(environment: dict[str, str], devices: int | None) -> dict[str, str]:
