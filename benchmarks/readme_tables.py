@@ -145,22 +145,26 @@ def replace_between(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
+# README block name -> (results file, the function that renders it).
+TABLES = {
+    "quality": ("quality.json", quality_table),
+    "quality_http": ("quality_http.json", quality_http_table),
+    "serving": ("serving.json", serving_table),
+    "serving_isolation": ("serving_isolation.json", serving_isolation_table),
+}
+
+
+def rendered(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every block whose results file exists rendered from that file."""
+    for name, (file, table) in TABLES.items():
+        path = results / file
+        if path.is_file():
+            text = replace_between(text, name, table(json.loads(path.read_text())))
+    return text
+
+
 def main() -> None:
-    text = README.read_text()
-    quality = RESULTS / "quality.json"
-    if quality.is_file():
-        text = replace_between(text, "quality", quality_table(json.loads(quality.read_text())))
-    quality_http = RESULTS / "quality_http.json"
-    if quality_http.is_file():
-        text = replace_between(text, "quality_http", quality_http_table(json.loads(quality_http.read_text())))
-    serving = RESULTS / "serving.json"
-    if serving.is_file():
-        text = replace_between(text, "serving", serving_table(json.loads(serving.read_text())))
-    isolation = RESULTS / "serving_isolation.json"
-    if isolation.is_file():
-        isolation_result = json.loads(isolation.read_text())
-        text = replace_between(text, "serving_isolation", serving_isolation_table(isolation_result))
-    README.write_text(text)
+    README.write_text(rendered(README.read_text()))
 
 
 if __name__ == "__main__":

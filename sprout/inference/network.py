@@ -39,12 +39,10 @@ from .compilations import CompilationCounter
 from .requests import MAX_PROFILE_ENTRIES
 
 DEVICES_ENV = "SPROUT_INFERENCE_DEVICES"
-# One XLA CPU device already spreads its work over every core, so on the 2-core development machine
-# splitting the hold-out between two devices only adds synchronisation. Measured there (default
-# size, explain of a 300-entry profile, XLA_FLAGS=--xla_force_host_platform_device_count=2, runs
-# of both settings interleaved in one process, with other jobs loading the machine): 1 device
-# p50 570 ms / best 373 ms, 2 devices p50 721 ms / best 442 ms (636/348 vs 792/405 in a second run).
-# More devices pay off only where there are more cores than one device's thread pool keeps busy.
+# One XLA CPU device already spreads its work over every core, so on a 2-core machine splitting
+# the hold-out between two devices only adds synchronisation (benchmarks/serving.py measures both:
+# `engine_explain_ms` in benchmarks/results/serving.json). More devices pay off only where there
+# are more cores than one device's thread pool keeps busy.
 DEFAULT_DEVICES = 1
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16)
