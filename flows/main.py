@@ -9,6 +9,7 @@ everything it started. Needs no MAL account and no Prefect server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def main(
                                   shared_rate_limit=False, show_progress=True),
             retrain=RetrainParameters(config=config, snapshot_date=population.now.date(), show_progress=True),
         )
-        outcome = pipeline_flow(params)
+        outcome = asyncio.run(pipeline_flow(params))
         username, profile = sample_profile(population)
 
     promotion = outcome["promotion"] or {}

@@ -24,12 +24,10 @@ class PipelineParameters(BaseModel):
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(params: PipelineParameters = PipelineParameters()) -> dict[str, Any]:
+async def pipeline_flow(params: PipelineParameters = PipelineParameters()) -> dict[str, Any]:
     """Crawl, train a candidate on the fresh snapshot, gate it and promote it when it passes."""
     # The stages hand over directly: no events, so the triggered deployments stay out of this run.
-    figures = crawl_flow(params.crawl.model_copy(update={"announce": False}))
-    if asyncio.iscoroutine(figures):  # an async subflow called from a synchronous flow
-        figures = asyncio.run(figures)
+    figures = await crawl_flow(params.crawl.model_copy(update={"announce": False}))
     trained = retrain_flow(params.retrain.model_copy(update={"announce": False}))
     if trained.get("skipped"):
         return {"crawl": figures, "retrain": trained, "promotion": None}
@@ -39,4 +37,4 @@ def pipeline_flow(params: PipelineParameters = PipelineParameters()) -> dict[str
 
 
 if __name__ == "__main__":
-    pipeline_flow()
+    asyncio.run(pipeline_flow())

@@ -65,9 +65,9 @@ def test_the_whole_loop(platform):
     # A mechanics test: a 300-step tiny model on 20 test users is not held to quality bars.
     lenient_latency = EvaluatePromoteParameters(rules=GateRules(max_forward_latency_ms=10_000, ease_tolerance=1.0))
     with temporary_settings({PREFECT_API_URL: prefect.api_url}):
-        outcome = pipeline_flow(PipelineParameters(
+        outcome = asyncio.run(pipeline_flow(PipelineParameters(
             crawl=crawl_params, retrain=RetrainParameters(config="tiny"), promotion=lenient_latency,
-        ))
+        )))
     assert outcome["crawl"]["users_ok"] > 300
     first = outcome["retrain"]["model_version"]
     assert outcome["promotion"]["promoted"], outcome["promotion"]["reasons"]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from sprout.mal.models import AnimeDetails, AnimeListItem, AnimeListPage, ListEntry, RankingPage
-from sprout.malsim import FaultConfig, SimulatorServer, from_anime5k, synthetic_population
+from sprout.malsim import FaultConfig, SimulatorServer, from_anime5k
+from sprout.malsim.synthetic_population import synthetic_population
 from sprout.malsim.catalogue import RELATION_INVERSE
 from sprout.malsim.faults import FaultInjector
 from sprout.malsim.lists import COMPLETED, PLAN_TO_WATCH

@@ -24,14 +24,14 @@ def upcoming_runs(api_url: str | None, limit: int = 5, timeout_s: float = 5.0) -
     are none to show."""
     if not api_url:
         return "PREFECT_API_URL is not set: no server to ask for schedules"
-    from prefect.client.orchestration import get_client
+    from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
     scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
     try:
-        with get_client(sync_client=True, httpx_settings={"timeout": timeout_s}) as client:
+        with SyncPrefectClient(api_url, httpx_settings={"timeout": timeout_s}) as client:  # the URL given, nothing cached
             runs = client.read_flow_runs(flow_run_filter=scheduled, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=limit)
             names = {d: client.read_deployment(d).name for d in {run.deployment_id for run in runs if run.deployment_id}}
     except Exception as error:  # unreachable, refused, an older server: the rest of the status still shows

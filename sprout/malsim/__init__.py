@@ -1,7 +1,8 @@
 """A MAL API v2 simulator: a seeded synthetic (or real-data) population served over loopback HTTP,
 with switchable faults. The embedded default for the platform and the crawler's test double.
 
-    from sprout.malsim import SimulatorServer, synthetic_population
+    from sprout.malsim import SimulatorServer
+    from sprout.malsim.synthetic_population import synthetic_population
     with SimulatorServer(synthetic_population(1000, seed=0)) as sim:
         ...  # point SPROUT_MAL_API_URL at sim.api_url, SPROUT_MAL_WEB_URL at sim.url
 """
@@ -16,7 +17,6 @@ _EXPORTS = {
     "SimulatorServer": "sprout.malsim.server",
     "create_app": "sprout.malsim.server",
     "serve": "sprout.malsim.server",
-    "synthetic_population": "sprout.malsim.synthetic_population",
 }
 __all__ = sorted(_EXPORTS)
 
