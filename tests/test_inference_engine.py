@@ -219,3 +219,22 @@ def test_no_compilation_after_warm_up_across_lengths(folder):
         warm.explain(ExplainRequest(profile=profile, top_k=60))
     warm.recommend_batch([RecommendRequest(profile=PROFILE[: 1 + k % 7]) for k in range(21)])
     assert warm.compilations == 0
+
+
+def test_the_presence_pass_and_ratings_on_demand_equal_the_full_pass(recommender):
+    network = recommender.network
+    profile = prepare_profile(PROFILE, recommender.corpus)
+    pre, linear = network.encode(profile.items, profile.values)
+    log_presence, ratings = network.outputs(pre[None], linear[None])  # [1, C] each
+    presence_only, features = network.presence(pre[None], linear[None])  # [1, C], [1, D]
+    np.testing.assert_allclose(presence_only, log_presence, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(network.ratings(features[0]), ratings[0], rtol=1e-4, atol=1e-5)
+    columns = np.array([4, 0, 11], np.int64)
+    np.testing.assert_allclose(network.ratings_at(features[0], columns), ratings[0, columns], rtol=1e-4, atol=1e-5)
+    # Both ranking weights answer with the predicted ratings of the full pass.
+    for weight in (1.0, 0.3):
+        answer = recommender.recommend(RecommendRequest(profile=PROFILE, top_k=5, rating_weight=weight,
+                                                        hide_unwatched_sequels=False))
+        shows = recommender.corpus.positions(np.array([r.anime_id for r in answer.recommendations]))
+        expected = denormalise(ratings[0, shows], profile.mu, profile.sigma)
+        assert [r.predicted_rating for r in answer.recommendations] == pytest.approx(expected.tolist(), rel=1e-4)

@@ -41,7 +41,7 @@ from .requests import ExplainRequest, ExplainResponse, RecommendRequest, Recomme
 DEFAULT_MAX_BATCH = 16
 
 
-Finish = Callable[[np.ndarray, np.ndarray], RecommendResponse]  # log presence [C], ratings [C] -> answer
+Finish = Callable[[np.ndarray, np.ndarray], RecommendResponse]  # log presence [C], rating features [D] -> answer
 
 
 class _Ticket:
@@ -116,8 +116,8 @@ class RequestBatcher:
                 self._plain_in_flight += 1
             try:
                 encoded = recommender.encode(request)
-                log_presence, ratings = self._forward(recommender, encoded)  # [C], [C]
-                return recommender.respond(request, encoded, log_presence, ratings)
+                log_presence, features = self._forward(recommender, encoded)  # [C], [D]
+                return recommender.respond(request, encoded, log_presence, features)
             finally:
                 with self._lock:
                     self._plain_in_flight -= 1
@@ -129,8 +129,8 @@ class RequestBatcher:
         with self._explaining:
             self.give_way()
             encoded = recommender.encode(request)
-            log_presence, ratings = self._forward(recommender, encoded)
-            return recommender.respond(request, encoded, log_presence, ratings, pace=self.give_way)
+            log_presence, features = self._forward(recommender, encoded)
+            return recommender.respond(request, encoded, log_presence, features, pace=self.give_way)
 
     def explain(self, request: ExplainRequest) -> ExplainResponse:
         """`Recommender.explain` on the explanation lane (its one-row forward pass is its own)."""
@@ -151,7 +151,7 @@ class RequestBatcher:
     # --- the shared forward pass -------------------------------------------------------------
 
     def _forward(self, recommender: Recommender, encoded: EncodedProfile, finish: Finish | None = None):
-        """This profile's row of a batched `Recommender.outputs` (log presence [C], ratings [C]), or
+        """This profile's row of a batched `Recommender.outputs` (log presence [C], rating features [D]), or
         with ``finish``, what it makes of that row inside the batch."""
         ticket = _Ticket(recommender, encoded, finish)
         with self._lock:
@@ -176,8 +176,8 @@ class RequestBatcher:
             self.batches += 1
         try:
             try:
-                log_presence, ratings = model.outputs([t.encoded for t in batch])  # [B, C], [B, C]
-                rows: list = [(log_presence[row], ratings[row]) for row in range(len(batch))]
+                log_presence, features = model.outputs([t.encoded for t in batch])  # [B, C], [B, D]
+                rows: list = [(log_presence[row], features[row]) for row in range(len(batch))]
             except Exception as error:  # noqa: BLE001  (a failure of the whole batch is every member's)
                 rows = [error] * len(batch)
             for ticket, row in zip(batch, rows, strict=True):

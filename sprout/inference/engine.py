@@ -163,9 +163,9 @@ class Recommender:
             except InferenceError as error:
                 outcomes[position] = error
         if encodings:
-            log_presence, ratings = self.outputs([e for _, e in encodings])  # [B, C], [B, C]
+            log_presence, features = self.outputs([e for _, e in encodings])  # [B, C], [B, D]
             for row, (position, encoded) in enumerate(encodings):
-                outcomes[position] = self.respond(requests[position], encoded, log_presence[row], ratings[row])
+                outcomes[position] = self.respond(requests[position], encoded, log_presence[row], features[row])
         return outcomes  # type: ignore[return-value]
 
     def encode(self, request: RankingOptions) -> EncodedProfile:
@@ -179,25 +179,26 @@ class Recommender:
         return EncodedProfile(profile, pre, linear)
 
     def outputs(self, encoded: list[EncodedProfile]) -> tuple[np.ndarray, np.ndarray]:
-        """The rest of the forward pass for many profiles at once -> log presence [B, C], ratings [B, C]."""
+        """The shared rest of the forward pass for many profiles at once -> log presence [B, C]
+        and rating features [B, D] (each request computes the ratings it needs from its row)."""
         pre = np.stack([e.pre for e in encoded])  # [B, H]
         linear = np.stack([e.linear for e in encoded])  # [B, C]
-        return self.network.outputs(pre, linear)
+        return self.network.presence(pre, linear)
 
     def respond(
         self,
         request: RecommendRequest,
         encoded: EncodedProfile,
         log_presence: np.ndarray,
-        ratings: np.ndarray,
+        features: np.ndarray,
         pace: Callable[[], None] | None = None,
     ) -> RecommendResponse:
-        """The answer to ``request`` from its row of `outputs` (log_presence / ratings [C]).
+        """The answer to ``request`` from its row of `outputs` (log_presence [C], rating features [D]).
 
         An explained request runs its leave-one-out pass here; ``pace`` is called before each
         chunk of it (a scheduler blocks in it to let other work go first)."""
         profile = encoded.profile
-        ranked = self._rank(request, profile, log_presence, ratings, request.top_k)
+        ranked = self._rank(request, profile, log_presence, features, request.top_k)
         if request.explain:
             explained = self._explained(request, profile, encoded.pre, encoded.linear, ranked, pace)
             recommendations = explained.recommendations
@@ -210,9 +211,9 @@ class Recommender:
 
         ``pace`` is called before each chunk of the leave-one-out pass (see `respond`)."""
         encoded = self.encode(request)
-        log_presence, ratings = self.outputs([encoded])  # [1, C], [1, C]
+        log_presence, features = self.outputs([encoded])  # [1, C], [1, D]
         count = max(request.top_k, explanations.IMPACT_CANDIDATES)
-        ranked = self._rank(request, encoded.profile, log_presence[0], ratings[0], count)
+        ranked = self._rank(request, encoded.profile, log_presence[0], features[0], count)
         return self._explained(request, encoded.profile, encoded.pre, encoded.linear, ranked, pace)
 
     # --- internals ---------------------------------------------------------------------------
@@ -222,10 +223,12 @@ class Recommender:
         request: RankingOptions,
         profile: PreparedProfile,
         log_presence: np.ndarray,
-        ratings: np.ndarray,
+        features: np.ndarray,
         count: int,
     ) -> _Ranked:
-        """Filter and rank one user's outputs (log_presence / ratings [C]); keep the best ``count``."""
+        """Filter and rank one user's outputs (log_presence [C], rating features [D]); keep the best
+        ``count``. Ratings of every show are computed only when the ranking weighs them (w < 1);
+        otherwise only the kept shows' ratings are."""
         excluded = self.corpus.positions(np.asarray(request.exclude, np.int64))  # [e], -1 outside the corpus
         allowed = allowed_shows(
             self.catalogue,
@@ -235,11 +238,14 @@ class Recommender:
             genres_excluded=request.genres_excluded,
             watched=profile.watched if request.hide_unwatched_sequels else None,
         )  # [C]
+        ratings = self.network.ratings(features) if request.rating_weight < 1.0 else None  # [C]
         scores = log_scores(
-            log_presence, ratings, request.rating_weight, self.catalogue.popularity, request.niche_boost
-        )
+            log_presence, ratings if ratings is not None else np.zeros_like(log_presence), request.rating_weight,
+            self.catalogue.popularity, request.niche_boost,
+        )  # at w = 1 the rating term is ratings^0: zeros stand in
         shows = top_candidates(scores, allowed, count)  # [K]
-        predicted = denormalise(ratings[shows], profile.mu, profile.sigma)  # [K]
+        kept = ratings[shows] if ratings is not None else self.network.ratings_at(features, shows)  # [K]
+        predicted = denormalise(kept, profile.mu, profile.sigma)  # [K]
         return _Ranked(shows, scores[shows], log_presence[shows], predicted)
 
     def _explained(

@@ -7,6 +7,9 @@ Three jitted pure functions of ``(graphdef, state, arrays)``:
   (a sum of the profile's rows of ``B``; zeros for a model without that path);
 - `network_outputs`: pre-activations ``[B, H]`` and ``x B`` ``[B, C]`` -> log presence
   probabilities and predicted normalised ratings ``[B, C]`` (a batch shares every weight read);
+  `network_presence` is the same pass without the rating head's output layer — the largest
+  layer after the first — which a request needs in full only when its ranking weighs ratings
+  (rating weight < 1); otherwise `ratings_at` computes just the recommended shows' ratings;
 - `held_out_outputs`: explanations' hot path. Holding entry ``j`` out is the rank-1 change
   ``pre - share_j`` of the pre-activation and ``x B - B[j]`` of the item-item path, so only the
   rest of the network runs, for many held-out entries in one batch. The presence head still needs every logit (softmax normaliser); the rating
@@ -130,6 +133,21 @@ def network_outputs(graphdef, state, pre, linear):
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), ratings.astype(jnp.float32)
 
 
+def network_presence(graphdef, state, pre, linear):
+    """pre [B, H], x B [B, C] -> (log presence probability [B, C], the rating head's last hidden
+    activation [B, D]): everything but the rating head's output layer."""
+    model: Autoencoder = nnx.merge(graphdef, state)
+    z = model.bottleneck_from_preactivation(pre.astype(model.config.compute_dtype))  # [B, Z]
+    logits = model.blend(model.decode_presence(z), linear)  # [B, C]
+    features = model.rating_head.features(z)  # [B, D]
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), features.astype(jnp.float32)
+
+
+def rating_outputs(rating_rows, bias, features):
+    """rating_rows [C, D] (`rating_output_rows`), bias [C], features [B, D] -> ratings [B, C]."""
+    return (features @ rating_rows.T + bias).astype(jnp.float32)
+
+
 def rating_output_rows(model: Autoencoder) -> jax.Array:
     """The rating head's output kernel transposed, [C, D]: one contiguous row per show.
 
@@ -179,6 +197,11 @@ class ServingNetwork:
         self._rating_rows = jax.device_put(rating_output_rows(model), replicated)  # [C, D]
         self._encoding = jax.jit(partial(profile_encoding, graphdef))
         self._outputs = jax.jit(partial(network_outputs, graphdef))
+        self._presence = jax.jit(partial(network_presence, graphdef))
+        self._ratings = jax.jit(rating_outputs)
+        self._rating_bias = jax.device_put(model.rating_head.output.bias[...].astype(jnp.float32), jax.devices()[0])
+        self._rating_rows_host = np.asarray(self._rating_rows, np.float32)  # [C, D] for a few rows at a time
+        self._rating_bias_host = np.asarray(self._rating_bias)  # [C]
         self._held_out = jax.jit(
             partial(held_out_outputs, graphdef),
             in_shardings=(replicated, replicated, replicated, replicated, by_row, by_row, by_row, replicated),
@@ -223,6 +246,31 @@ class ServingNetwork:
                 presence.append(np.asarray(log_presence)[: len(part)])
                 ratings.append(np.asarray(rating)[: len(part)])
         return np.concatenate(presence), np.concatenate(ratings)
+
+    def presence(self, pre: np.ndarray, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """pre [B, H], x B [B, C] -> (log presence [B, C], rating features [B, D]), in batches of at most 16."""
+        presence, features = [], []
+        with self.counter.counting():
+            for start in range(0, len(pre), BATCH_BUCKETS[-1]):
+                part = pre[start : start + BATCH_BUCKETS[-1]]
+                size = smallest_fitting(len(part), BATCH_BUCKETS)
+                padded = np.zeros((size, pre.shape[1]), np.float32)
+                padded[: len(part)] = part
+                padded_linear = np.zeros((size, linear.shape[1]), np.float32)
+                padded_linear[: len(part)] = linear[start : start + BATCH_BUCKETS[-1]]
+                log_presence, feature = self._presence(self._state, padded, padded_linear)
+                presence.append(np.asarray(log_presence)[: len(part)])
+                features.append(np.asarray(feature)[: len(part)])
+        return np.concatenate(presence), np.concatenate(features)
+
+    def ratings(self, features: np.ndarray) -> np.ndarray:
+        """One profile's rating features [D] -> its ratings of every show [C]."""
+        with self.counter.counting():
+            return np.asarray(self._ratings(self._rating_rows, self._rating_bias, features[None].astype(np.float32)))[0]
+
+    def ratings_at(self, features: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """One profile's rating features [D] -> its ratings of ``columns`` [K] only (host arithmetic)."""
+        return self._rating_rows_host[columns] @ features.astype(np.float32) + self._rating_bias_host[columns]
 
     def held_out(
         self,
@@ -288,6 +336,10 @@ class ServingNetwork:
             self.encode(np.zeros(width, np.int32), np.zeros(width, np.float32))
         for batch in BATCH_BUCKETS:
             self.outputs(np.zeros((batch, self.hidden_size), np.float32), np.zeros((batch, len(linear)), np.float32))
+            _, features = self.presence(
+                np.zeros((batch, self.hidden_size), np.float32), np.zeros((batch, len(linear)), np.float32)
+            )
+        self.ratings(features[0])
         for rows in self.row_chunks:
             for width in self.column_buckets:
                 self.held_out(
