@@ -88,11 +88,15 @@ def serving_table(result: dict) -> str:
     rows = [
         ("`/recommend` p50 / p99", f"{recommend['p50']:.1f} / {recommend['p99']:.1f} ms",
          f"{deep_recommend['p50']:.1f} / {deep_recommend['p99']:.1f} ms",
-         f"naive dense engine {baselines['naive_recommend_ms_p50']:.1f} ms in-process"),
+         f"naive dense engine {baselines['naive_recommend_ms_p50']:.1f} ms in-process"
+         + (f"; the engine itself {figures['engine_recommend_ms_p50']:.1f} ms in-process"
+            if "engine_recommend_ms_p50" in figures else "")),
         ("`/explain` p50 / p99", f"{explain['p50']:.0f} / {explain['p99']:.0f} ms",
          f"{deep_explain['p50']:.0f} / {deep_explain['p99']:.0f} ms",
          f"naive engine {baselines['naive_explain_ms_p50'] / 1000:.1f} s "
-         f"({baselines['naive_explain_ms_p50'] / explain['p50']:.0f}× over HTTP)"),
+         f"({baselines['naive_explain_ms_p50'] / explain['p50']:.0f}× over HTTP)"
+         + (f"; batched dense hold-outs {baselines['batched_dense_explain_ms_p50']:.0f} ms in-process"
+            if "batched_dense_explain_ms_p50" in baselines else "")),
         ("`/recommend` at 8 concurrent clients", f"{load['requests_per_s']:.0f} requests/s, {load['failed']} errors",
          "—", ""),
         ("explanations on 1 vs 2 CPU devices", f"{engine['devices_1']:.0f} vs {engine['devices_2']:.0f} ms", "—", ""),
@@ -138,6 +142,92 @@ def quality_http_table(result: dict) -> str:
     ])
 
 
+def figure_rows(header: str, rows: list[tuple[str, ...]]) -> list[str]:
+    lines = [f"| {header} | value | baseline, same run | goal |", "| --- | --- | --- | --- |"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def load_note(result: dict) -> str:
+    return f"load average {result['notes']['load_average_at_start']:g} at the start; " + provenance(result)
+
+
+def crawl_table(result: dict) -> str:
+    figures, baselines, settings = result["figures"], result["baselines"], result["settings"]
+    goals, one, naive = figures["goals"], baselines["one_in_flight"], baselines["row_by_row_insert"]
+    rows = [
+        (f"crawl, {figures['in_flight']} requests in flight", f"{figures['profiles_per_s']:,.0f} profiles/s",
+         f"{one['profiles_per_s']:,.0f} profiles/s with 1 in flight ({one['users']:,} users)",
+         f"≥ {goals['profiles_per_s']:,}"),
+        ("requests per user, unchanged re-crawl",
+         f"{figures['recrawl_requests_per_user']:.3f} ({figures['recrawl_entries_changed']:,} entries changed)", "—",
+         f"≤ {goals['recrawl_requests_per_user']:g}"),
+        (f"store ingest (batches of {figures['ingest_batch_users']} users)",
+         f"{figures['ingest_entries_per_s']:,} entries/s",
+         f"{naive['entries_per_s']:,} entries/s, row-by-row INSERT ({naive['users']:,} users)",
+         f"≥ {goals['ingest_entries_per_s']:,}"),
+    ]
+    return "\n".join(figure_rows("crawl (`benchmarks/crawl.py`)", rows) + [
+        "", f"{settings['users']:,} simulated users, {settings['entries']:,} list entries, simulator in its own "
+        f"process with the rate limit lifted; " + load_note(result)])
+
+
+def dataset_build_table(result: dict) -> str:
+    figures, settings = result["figures"], result["settings"]
+    goals, loop = figures["goals"], result["baselines"]["python_loop_normalisation"]
+    rows = [
+        (f"snapshot build, {settings['users']:,} users ({settings['list_rows'] / 1e6:.1f}M list rows)",
+         f"{figures['rows_read_per_s'] / 1e6:.2f}M rows/s read ({figures['build_s']:.1f} s)", "—",
+         f"≥ {goals['rows_read_per_s'] / 1e6:g}M/s"),
+        ("peak memory of the build (its own process)", f"{figures['peak_bytes'] / 2**30:.2f} GiB", "—",
+         f"≤ {goals['peak_bytes'] / 2**30:g} GiB"),
+        (f"normalisation, {settings['normalisation_users']:,} users ({settings['normalisation_entries']:,} entries)",
+         f"{figures['normalisation_entries_per_s'] / 1e6:.1f}M entries/s",
+         f"{loop['entries_per_s'] / 1e6:.2f}M entries/s, Python loop "
+         f"({figures['normalisation_entries_per_s'] / loop['entries_per_s']:,.0f}× slower)", "—"),
+    ]
+    return "\n".join(figure_rows("dataset (`benchmarks/dataset_build.py`)", rows) + [
+        "", f"{figures['eligible_users']:,} eligible users, {figures['entries_kept']:,} entries kept; "
+        + load_note(result)])
+
+
+def device_name(device: str) -> str:
+    """``"cpu: cpu"`` as ``CPU``, ``"gpu: NVIDIA H200"`` as ``GPU (NVIDIA H200)``."""
+    platform, _, kind = device.partition(": ")
+    return platform.upper() if kind in ("", platform) else f"{platform.upper()} ({kind})"
+
+
+def training_table(result: dict) -> str:
+    figures, dense, settings = result["figures"], result["baselines"]["dense_step"], result["settings"]
+    met = "met" if figures["speed_up_vs_dense"] >= figures["goal_speed_up"] else "not met"
+    rows = [
+        (f"training step, default model ({settings['parameters']:,} parameters), batch {settings['batch']}",
+         f"{figures['examples_per_s']:,.0f} examples/s", f"{dense['examples_per_s']:,.0f} examples/s, plain dense step",
+         "—"),
+        ("speed-up over the dense step", f"{figures['speed_up_vs_dense']:.2f}×", "—",
+         f"≥ {figures['goal_speed_up']:g}× ({met})"),
+    ]
+    return "\n".join(figure_rows("training (`benchmarks/training.py`)", rows) + [
+        "", f"Median of {settings['rounds']} alternating passes of {settings['steps_per_pass']} steps each, after a "
+        f"compiling pass, inputs built and on the device beforehand; synthetic profiles (mean "
+        f"{settings['mean_profile_entries']:.0f} entries), JAX on {device_name(settings['device'])}; "
+        + load_note(result)])
+
+
+def serving_load_table(result: dict) -> str:
+    settings, load, one = result["settings"], result["figures"]["load"], result["baselines"]["one_client"]
+    lines = ["| `/recommend` (`benchmarks/serving_load.py`) | requests | errors | p50 / p99 | requests/s |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, figures in ((f"{load['clients']} concurrent clients, {load['seconds']:g} s", load),
+                          (f"baseline, same run: 1 client, {one['seconds']:g} s", one)):
+        lines.append(f"| {name} | {figures['requests']:,} | {figures['errors']:,} | {figures['p50_ms']:.1f} / "
+                     f"{figures['p99_ms']:.1f} ms | {figures['requests_per_s']:,.1f} |")
+    workers = f"{settings['workers']} worker" + ("s" if settings["workers"] != 1 else "")
+    lines += ["", f"`sprout serve` ({workers}), default-size model on a {settings['corpus_size']:,}-show synthetic "
+              f"corpus, {settings['profiles']} different {settings['profile_entries']}-entry profiles in turn, every "
+              f"answer checked; goal {result['figures']['goal_errors']} errors; " + load_note(result)]
+    return "\n".join(lines)
+
+
 def replace_between(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -151,6 +241,10 @@ TABLES = {
     "quality_http": ("quality_http.json", quality_http_table),
     "serving": ("serving.json", serving_table),
     "serving_isolation": ("serving_isolation.json", serving_isolation_table),
+    "crawl": ("crawl.json", crawl_table),
+    "dataset_build": ("dataset_build.json", dataset_build_table),
+    "training": ("training.json", training_table),
+    "serving_load": ("serving_load.json", serving_load_table),
 }
 
 

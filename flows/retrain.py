@@ -60,7 +60,8 @@ def build_snapshot_task(config: str, snapshot_date: date | None) -> dict:
 def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool = False, announce: bool = True) -> dict:
     settings = Settings()
     with training_progress(show_progress) as progress:
-        summary = train_model(settings.home, get_preset(config), snapshot_id, track=track, progress=progress)
+        summary = train_model(settings.home, get_preset(config), snapshot_id, track=track, progress=progress,
+                              devices=settings.train_devices)
     figures = {**summary["final"], **summary["validation"],
                "validation_popularity_ndcg@100": summary["validation_popularity_ndcg@100"],
                "steps": summary["steps"], "stopped_by": summary["stopped_by"], "parameters": summary["parameters"]}

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         30.0, ge=0, le=3650,
         description="Days the list entries of a user who went private or deleted their account are kept before purging.",
     )
+    train_devices: int = Field(
+        1, ge=1, description="Devices each training step's batch is split over (data parallel; 1 = one device)."
+    )
     model_store: Path | None = Field(
         None, description="BentoML model store folder for the registry; default BentoML's ($BENTOML_HOME/models)."
     )

@@ -25,7 +25,8 @@ def train(
     settings = load_settings()
     try:
         with training_progress(not as_json) as progress:
-            summary = train_model(settings.home, preset, snapshot, track=wandb, progress=progress)
+            summary = train_model(settings.home, preset, snapshot, track=wandb, progress=progress,
+                                  devices=settings.train_devices)
     except (FileNotFoundError, ValueError, NonFiniteLoss) as error:
         raise fail(str(error)) from None
     if as_json:

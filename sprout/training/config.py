@@ -34,6 +34,9 @@ class TrainConfig(BaseModel):
         (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0), min_length=1,
         description="Scales s of x·B tried when blending it with the deep presence logits.",
     )
+    devices: int = Field(
+        1, ge=1, description="Devices the batch is split over (data parallel; the weights replicated on each)."
+    )
     seed: int = 0
 
     @classmethod

@@ -35,6 +35,7 @@ from sprout.training.batches import make_batch
 from sprout.training.checkpoints import Checkpoints
 from sprout.training.config import TrainConfig
 from sprout.training.item_item_fit import choose_blend, fit_item_item, with_item_item
+from sprout.training.parallel import data_mesh, replicated, sharded_batch
 from sprout.training.step import lr_scale, make_optimizer, train_step
 from sprout.training.tracking import NullTracker, Tracker
 
@@ -110,6 +111,8 @@ def train(
     tx = make_optimizer(config)
     opt_state = tx.init(params)
     best_params = jax.tree.map(np.array, params)  # host copy: params are donated to each step
+    batch_size = min(config.batch_size, train_split.n_users)
+    mesh = data_mesh(config.devices, batch_size)
     checkpoints = Checkpoints(Path(checkpoint_dir))
     start, history, best_step, best_ndcg, since_best = 0, [], 0, -math.inf, 0
     resumed = checkpoints.resume({"params": params, "opt": opt_state, "best": params})
@@ -118,6 +121,7 @@ def train(
         params, opt_state, best_params = trees["params"], trees["opt"], trees["best"]
         start, history = meta["step"], meta["history"]
         best_step, best_ndcg, since_best = meta["best_step"], meta["best_ndcg"], meta["since_best"]
+    params, opt_state = replicated(params, mesh), replicated(opt_state, mesh)
 
     n_validation = validation_split.n_users
     if config.validation_users:
@@ -127,7 +131,6 @@ def train(
         if n_validation else None
     )
     baseline = PopularityEvaluator().evaluate(users)["ndcg@100"] if users else float("nan")
-    batch_size = min(config.batch_size, train_split.n_users)
     key = jax.random.key(config.seed)
     stopped_by, step = "max_steps", start
     last: dict[str, float] = {}
@@ -141,7 +144,8 @@ def train(
         )
         began = time.perf_counter()
         params, opt_state, total, presence, rating = train_step(
-            graphdef, params, opt_state, batch, jax.random.fold_in(key, step), tx=tx, huber_delta=config.huber_delta
+            graphdef, params, opt_state, sharded_batch(batch, mesh), jax.random.fold_in(key, step), tx=tx,
+            huber_delta=config.huber_delta,
         )
         total = float(total)
         timed += time.perf_counter() - began

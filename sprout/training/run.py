@@ -78,7 +78,7 @@ def resolve_snapshot(home: Path, snapshot_id: str | None) -> Path:
 
 def run_key(snapshot_id: str, preset: Preset) -> str:
     """Same snapshot and settings → same key: a rerun after a kill finds its checkpoint."""
-    settings = preset.model_dump_json(exclude={"name"})
+    settings = preset.model_dump_json(exclude={"name": True, "train": {"devices"}})  # any device count resumes
     return f"{snapshot_id}-{preset.name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
@@ -89,10 +89,13 @@ def train_model(
     *,
     track: bool = True,
     progress: Progress | None = None,
+    devices: int = 1,
 ) -> dict[str, Any]:
-    """Train on a snapshot (default: the latest), save the model artifact, return its summary."""
+    """Train on a snapshot (default: the latest), save the model artifact, return its summary.
+    ``devices``: how many devices each step's batch is split over (`sprout.training.parallel`)."""
     snapshot = load_snapshot(resolve_snapshot(home, snapshot_id))
     preset = preset.sized_for(snapshot.manifest.splits["train"].users)
+    preset = preset.model_copy(update={"train": preset.train.model_copy(update={"devices": devices})})
     key = run_key(snapshot.snapshot_id, preset)
     workspace = Workspace(home)
     checkpoint_dir = workspace.checkpoints(key)
