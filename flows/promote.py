@@ -30,7 +30,6 @@ from sprout.registry.promotion import (
 )
 from sprout.training.run import WANDB_PROJECT
 from sprout.training.tracking import WandbTracker
-from sprout.workspace import Workspace
 
 
 class EvaluatePromoteParameters(BaseModel):
@@ -42,15 +41,13 @@ class EvaluatePromoteParameters(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_task(version: str, rules: GateRules) -> dict[str, Any]:
-    settings = Settings()
+def evaluate_task(settings: Settings, version: str, rules: GateRules) -> dict[str, Any]:
     return evaluate_version(version, home=settings.home, registry=open_registry(settings), rules=rules)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def publish_task(result: dict[str, Any]) -> None:
+def publish_task(settings: Settings, result: dict[str, Any]) -> None:
     """The comparison as Prefect artifacts, and the same summary on the model's W&B run."""
-    settings = Settings()
     document = model_document(Path(result["model_folder"]))
     run_id = document.get("wandb_run_id")
     create_table_artifact(
@@ -59,7 +56,7 @@ def publish_task(result: dict[str, Any]) -> None:
     )
     create_markdown_artifact(key="gate-decision", markdown=decision_markdown(result))
     if run_id:
-        tracker = WandbTracker(WANDB_PROJECT, {}, Workspace(settings.home).wandb, run_id=run_id)
+        tracker = WandbTracker(WANDB_PROJECT, {}, settings.workspace.wandb, run_id=run_id)
         try:
             tracker.summary(wandb_summary(result))
         finally:
@@ -67,21 +64,21 @@ def publish_task(result: dict[str, Any]) -> None:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def register_task(version: str, metrics: dict[str, float]) -> str:
-    settings = Settings()
+def register_task(settings: Settings, version: str, metrics: dict[str, float]) -> str:
     return register_version(version, home=settings.home, registry=open_registry(settings), metrics=metrics)
 
 
 @task(cache_policy=NO_CACHE)
-def verify_loadable_task(version: str) -> dict[str, Any]:
-    return verify_loadable(version, open_registry(Settings()))
+def verify_loadable_task(settings: Settings, version: str) -> dict[str, Any]:
+    return verify_loadable(version, open_registry(settings))
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def promote_task(version: str, reasons: list[str], numbers: dict[str, Any]) -> list[str]:
+def promote_task(settings: Settings, version: str, reasons: list[str], numbers: dict[str, Any]) -> list[str]:
     """One atomic stage change: it happened or it did not, and a retry is a no-op once it has."""
     get_transaction().set("promoting", version)
-    plan = open_registry(Settings()).promote(version, reason="gate passed: " + "; ".join(reasons), numbers=numbers)
+    get_transaction().set("settings", settings)
+    plan = open_registry(settings).promote(version, reason="gate passed: " + "; ".join(reasons), numbers=numbers)
     return [f"{step.version}: {step.from_stage} -> {step.to_stage}" for step in plan]
 
 
@@ -90,31 +87,32 @@ def undo_promotion(txn) -> None:
     """A later step failed: restore the champion this promotion replaced (or none)."""
     version = txn.get("promoting", None)
     if version:
-        open_registry(Settings()).withdraw(version, reason="promotion rolled back: a later step failed")
+        open_registry(txn.get("settings")).withdraw(version, reason="promotion rolled back: a later step failed")
 
 
 @task(cache_policy=NO_CACHE)
-def verify_task(version: str) -> dict[str, Any]:
-    return verify_champion(version, open_registry(Settings()))
+def verify_task(settings: Settings, version: str) -> dict[str, Any]:
+    return verify_champion(version, open_registry(settings))
 
 
 @flow(name="evaluate-promote", log_prints=True)
 def evaluate_promote_flow(params: EvaluatePromoteParameters = EvaluatePromoteParameters()) -> dict[str, Any]:
     """Gate a trained model against the champion and baselines; promote it when it passes."""
-    version = params.version or Workspace(Settings().home).newest_model()
+    settings = Settings()  # once per run; its secrets stay SecretStr wherever it goes
+    version = params.version or settings.workspace.newest_model()
     if version is None:
         raise ValueError("no trained model to evaluate: run the retrain flow first")
-    result = evaluate_task(version, params.rules)
-    publish_task(result)
+    result = evaluate_task(settings, version, params.rules)
+    publish_task(settings, result)
     decision = result["decision"]
     print(f"gate for {version}: {'promote' if decision['promote'] else 'reject'} — {'; '.join(decision['reasons'])}")
     promoted = False
     if decision["promote"] and params.promote:
         with transaction():
-            register_task(version, result["challenger"])
-            verify_loadable_task(version)
-            promote_task(version, decision["reasons"], {"checks": decision["checks"]})
-            verify_task(version)
+            register_task(settings, version, result["challenger"])
+            verify_loadable_task(settings, version)
+            promote_task(settings, version, decision["reasons"], {"checks": decision["checks"]})
+            verify_task(settings, version)
         promoted = True
     return {"version": version, "promote": decision["promote"], "promoted": promoted,
             "reasons": decision["reasons"], "champion_version": result["champion_version"],

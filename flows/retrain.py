@@ -38,8 +38,7 @@ class RetrainParameters(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-def changed_profiles_task() -> int:
-    settings = Settings()
+def changed_profiles_task(settings: Settings) -> int:
     if not settings.db_path.exists():
         return 0
     with duckdb_access():
@@ -47,8 +46,7 @@ def changed_profiles_task() -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def build_snapshot_task(config: str, snapshot_date: date | None) -> dict:
-    settings = Settings()
+def build_snapshot_task(settings: Settings, config: str, snapshot_date: date | None) -> dict:
     with duckdb_access():
         manifest = build_dataset(settings.home, settings.db_path, get_preset(config), snapshot_date)
     rows = [{"split": name, **counts.model_dump()} for name, counts in manifest.splits.items()]
@@ -57,8 +55,9 @@ def build_snapshot_task(config: str, snapshot_date: date | None) -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool = False, announce: bool = True) -> dict:
-    settings = Settings()
+def train_task(
+    settings: Settings, config: str, snapshot_id: str, track: bool, show_progress: bool = False, announce: bool = True
+) -> dict:
     with training_progress(show_progress) as progress:
         summary = train_model(settings.home, get_preset(config), snapshot_id, track=track, progress=progress,
                               devices=settings.train_devices)
@@ -72,7 +71,7 @@ def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool =
     create_markdown_artifact(
         key="training-run",
         markdown=f"Model `{summary['model_version']}` — W&B run `{summary['wandb_run_id']}` "
-        f"(project `sprout`; offline runs sync with `wandb sync {settings.home / 'wandb'}`).",
+        f"(project `sprout`; offline runs sync with `wandb sync {settings.workspace.wandb}`).",
     )
     if not announce:
         return summary
@@ -88,13 +87,15 @@ def train_task(config: str, snapshot_id: str, track: bool, show_progress: bool =
 @flow(name="retrain", log_prints=True)
 def retrain_flow(params: RetrainParameters = RetrainParameters()) -> dict:
     """Snapshot the store and train a candidate model (when enough has changed)."""
+    settings = Settings()  # once per run; its secrets stay SecretStr wherever it goes
     if params.min_changed_profiles:
-        changed = changed_profiles_task()
+        changed = changed_profiles_task(settings)
         if changed < params.min_changed_profiles:
             print(f"{changed} profiles changed since the last training (< {params.min_changed_profiles}): skipped")
             return {"skipped": True, "changed_profiles": changed}
-    snapshot = build_snapshot_task(params.config, params.snapshot_date)
-    summary = train_task(params.config, snapshot["snapshot_id"], params.track, params.show_progress, params.announce)
+    snapshot = build_snapshot_task(settings, params.config, params.snapshot_date)
+    summary = train_task(settings, params.config, snapshot["snapshot_id"], params.track, params.show_progress,
+                         params.announce)
     print(f"model {summary['model_version']}: validation NDCG@100 {summary['validation'].get('val/ndcg@100')}")
     return {"skipped": False, **summary}
 
