@@ -28,14 +28,14 @@ SCRIPT = textwrap.dedent(
 
     folder = sys.argv[1]
     single = Recommender.load(folder, devices=1, warmup=False)
-    sharded = Recommender.load(folder, warmup=False)  # device count from SPROUT_INFERENCE_DEVICES
+    sharded = Recommender.load(folder, warmup=True)  # device count from SPROUT_INFERENCE_DEVICES; every pass compiles
     profile = [ProfileEntry(anime_id=i, score=(3 * i) % 11) for i in range(101, 128)]  # 27 of the 39 corpus shows
     prepared = prepare_profile(profile, single.corpus)
     pre, linear = single.network.encode(prepared.items, prepared.values)
     columns = np.arange(20, dtype=np.int32)
     one = single.network.held_out(pre, linear, prepared.items, prepared.values, columns)
     two = sharded.network.held_out(pre, linear, prepared.items, prepared.values, columns)
-    request = ExplainRequest(profile=profile, top_k=10, hide_unwatched_sequels=False)
+    request = ExplainRequest(profile=profile, top_k=10, rating_weight=0.5, hide_unwatched_sequels=False)
     print(json.dumps({
         "jax_devices": jax.device_count(),
         "sharded_devices": sharded.network.device_count,

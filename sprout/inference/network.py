@@ -143,9 +143,10 @@ def network_presence(graphdef, state, pre, linear):
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), features.astype(jnp.float32)
 
 
-def rating_outputs(rating_rows, bias, features):
-    """rating_rows [C, D] (`rating_output_rows`), bias [C], features [B, D] -> ratings [B, C]."""
-    return (features @ rating_rows.T + bias).astype(jnp.float32)
+def rating_outputs(graphdef, state, features):
+    """The rating head's output layer: features [B, D] -> predicted normalised ratings [B, C]."""
+    model: Autoencoder = nnx.merge(graphdef, state)
+    return model.rating_head.output(features.astype(model.config.compute_dtype)).astype(jnp.float32)
 
 
 def rating_output_rows(model: Autoencoder) -> jax.Array:
@@ -198,10 +199,9 @@ class ServingNetwork:
         self._encoding = jax.jit(partial(profile_encoding, graphdef))
         self._outputs = jax.jit(partial(network_outputs, graphdef))
         self._presence = jax.jit(partial(network_presence, graphdef))
-        self._ratings = jax.jit(rating_outputs)
-        self._rating_bias = jax.device_put(model.rating_head.output.bias[...].astype(jnp.float32), jax.devices()[0])
+        self._ratings = jax.jit(partial(rating_outputs, graphdef))
         self._rating_rows_host = np.asarray(self._rating_rows, np.float32)  # [C, D] for a few rows at a time
-        self._rating_bias_host = np.asarray(self._rating_bias)  # [C]
+        self._rating_bias_host = np.asarray(model.rating_head.output.bias[...], np.float32)  # [C]
         self._held_out = jax.jit(
             partial(held_out_outputs, graphdef),
             in_shardings=(replicated, replicated, replicated, replicated, by_row, by_row, by_row, replicated),
@@ -266,7 +266,7 @@ class ServingNetwork:
     def ratings(self, features: np.ndarray) -> np.ndarray:
         """One profile's rating features [D] -> its ratings of every show [C]."""
         with self.counter.counting():
-            return np.asarray(self._ratings(self._rating_rows, self._rating_bias, features[None].astype(np.float32)))[0]
+            return np.asarray(self._ratings(self._state, features[None].astype(np.float32)))[0]
 
     def ratings_at(self, features: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """One profile's rating features [D] -> its ratings of ``columns`` [K] only (host arithmetic)."""
