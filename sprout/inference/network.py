@@ -233,23 +233,15 @@ class ServingNetwork:
 
     def outputs(self, pre: np.ndarray, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """pre [B, H], x B [B, C] -> (log presence [B, C], ratings [B, C]), in batches of at most 16."""
-        presence, ratings = [], []
-        with self.counter.counting():
-            for start in range(0, len(pre), BATCH_BUCKETS[-1]):
-                part = pre[start : start + BATCH_BUCKETS[-1]]
-                size = smallest_fitting(len(part), BATCH_BUCKETS)
-                padded = np.zeros((size, pre.shape[1]), np.float32)
-                padded[: len(part)] = part
-                padded_linear = np.zeros((size, linear.shape[1]), np.float32)
-                padded_linear[: len(part)] = linear[start : start + BATCH_BUCKETS[-1]]
-                log_presence, rating = self._outputs(self._state, padded, padded_linear)
-                presence.append(np.asarray(log_presence)[: len(part)])
-                ratings.append(np.asarray(rating)[: len(part)])
-        return np.concatenate(presence), np.concatenate(ratings)
+        return self._in_batches(self._outputs, pre, linear)
 
     def presence(self, pre: np.ndarray, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """pre [B, H], x B [B, C] -> (log presence [B, C], rating features [B, D]), in batches of at most 16."""
-        presence, features = [], []
+        return self._in_batches(self._presence, pre, linear)
+
+    def _in_batches(self, passes, pre: np.ndarray, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A compiled pass over (pre [B, H], x B [B, C]) in bucket-padded batches -> its two outputs."""
+        firsts, seconds = [], []
         with self.counter.counting():
             for start in range(0, len(pre), BATCH_BUCKETS[-1]):
                 part = pre[start : start + BATCH_BUCKETS[-1]]
@@ -258,10 +250,10 @@ class ServingNetwork:
                 padded[: len(part)] = part
                 padded_linear = np.zeros((size, linear.shape[1]), np.float32)
                 padded_linear[: len(part)] = linear[start : start + BATCH_BUCKETS[-1]]
-                log_presence, feature = self._presence(self._state, padded, padded_linear)
-                presence.append(np.asarray(log_presence)[: len(part)])
-                features.append(np.asarray(feature)[: len(part)])
-        return np.concatenate(presence), np.concatenate(features)
+                first, second = passes(self._state, padded, padded_linear)
+                firsts.append(np.asarray(first)[: len(part)])
+                seconds.append(np.asarray(second)[: len(part)])
+        return np.concatenate(firsts), np.concatenate(seconds)
 
     def ratings(self, features: np.ndarray) -> np.ndarray:
         """One profile's rating features [D] -> its ratings of every show [C]."""
