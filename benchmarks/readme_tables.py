@@ -102,8 +102,23 @@ def serving_table(result: dict) -> str:
         ("explanations on 1 vs 2 CPU devices", f"{engine['devices_1']:.0f} vs {engine['devices_2']:.0f} ms", "—", ""),
         ("XLA compilations after warm-up", str(figures["compilations_after_warm_up"]), "—", ""),
     ]
+    floors = figures.get("floors")
+    if floors:
+        rows += [
+            ("`/recommend` floor on this machine", f"{floors['recommend_floor_ms']:.1f} ms", "—",
+             f"{floors['recommend_mb_read']:.0f} MB of weights at {floors['copy_gb_per_s']:.0f} GB/s, "
+             f"{floors['recommend_gflop'] * 1000:.0f} MFLOP at {floors['sgemm_gflop_per_s']:.0f} GFLOP/s"),
+            ("`/explain` hold-out work vs the FLOP floor", f"{engine['p50']:.0f} ms vs {floors['explain_floor_ms']:.0f} ms",
+             "—", f"{floors['explain_gflop']:.1f} GFLOP: {100 * floors['explain_share_of_peak']:.0f}% of the "
+             f"measured sgemm peak (goal 85%)"),
+        ]
     lines = ["| figure | hybrid (served) | deep network alone | baseline |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {value} | {deep} | {note} |" for name, value, deep, note in rows]
+    shares = figures.get("recommend_shares_ms")
+    if shares:
+        lines += ["", "Where one `/recommend` spends its time (in-process p50 of each stage, then what HTTP adds):", "",
+                  "| stage | ms |", "| --- | --- |"]
+        lines += [f"| {name} | {value:.2f} |" for name, value in shares.items()]
     lines += ["", f"Server ready {result['notes']['server_start_to_ready_s']:.0f} s after start (load and warm-up); "
               + provenance(result)]
     return "\n".join(lines)

@@ -251,6 +251,71 @@ class NaiveEngine:
         }
 
 
+def machine_floors() -> dict[str, float]:
+    """This machine's memory-copy bandwidth (GB/s) and float32 matrix-product peak (GFLOP/s), best
+    of several tries: the floors every figure is compared with."""
+    source = np.ones(64 << 20, np.float32)  # 256 MB: far past the caches
+    target = np.empty_like(source)
+    copy_s = min(time_calls(lambda: np.copyto(target, source), 5, warm=1))
+    import jax
+    import jax.numpy as jnp
+
+    size = 4096
+    a = np.random.default_rng(0).standard_normal((size, size), np.float32)
+    on_device = jnp.asarray(a)
+    product = jax.jit(lambda x: x @ x)
+    numpy_s = min(time_calls(lambda: a @ a, 5, warm=1))
+    xla_s = min(time_calls(lambda: product(on_device).block_until_ready(), 5, warm=1))
+    return {"copy_gb_per_s": 2 * source.nbytes / copy_s / 1e9,
+            "sgemm_gflop_per_s": 2 * size**3 / min(numpy_s, xla_s) / 1e9}  # the faster of numpy and XLA
+
+
+def head_macs(config, columns: int) -> int:
+    """Multiply-adds of one decoder head from the bottleneck to ``columns`` outputs."""
+    widths = (config.bottleneck, *config.decoder_hidden)
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:])) + widths[-1] * columns
+
+
+def pass_costs(config, profile_length: int, top_k: int) -> dict[str, float]:
+    """FLOPs and bytes of weights read by one /recommend (rating weight 1) and by the hold-out
+    pass of one /explain (every entry held out, ``top_k`` candidate columns), from the config."""
+    corpus, hidden, z = config.corpus_size, config.encoder_hidden, config.bottleneck
+    features = head_macs(config, 0)  # the rating head up to its output layer
+    presence = head_macs(config, corpus)
+    shared = hidden * z + presence + features  # bottleneck, presence head, rating head up to its output
+    recommend_macs = profile_length * (2 * hidden + corpus) + shared + config.decoder_hidden[-1] * top_k
+    recommend_bytes = 4 * (profile_length * (2 * hidden + corpus) + shared + config.decoder_hidden[-1] * top_k)
+    explain_macs = profile_length * (hidden * z + presence + features + config.decoder_hidden[-1] * (top_k + 1))
+    return {"recommend_gflop": 2 * recommend_macs / 1e9, "recommend_mb_read": recommend_bytes / 1e6,
+            "explain_gflop": 2 * explain_macs / 1e9}
+
+
+def recommend_shares_ms(artifact: Path, body: dict, runs: int) -> tuple[dict[str, float], int]:
+    """Where an in-process /recommend spends its time, stage by stage (p50 of each, ms), and how
+    many of the profile's entries take part (after the profile rules)."""
+    from sprout.inference.engine import Recommender
+    from sprout.inference.profile import prepare_profile
+    from sprout.inference.requests import RecommendRequest
+
+    engine = Recommender.load(artifact, devices=1, warmup=True)
+    request = RecommendRequest(**body)
+    profile = prepare_profile(request.profile, engine.corpus)
+    encoded = engine.encode(request)
+    log_presence, features = engine.outputs([encoded])
+    answer = engine.respond(request, encoded, log_presence[0], features[0])
+    stages = {
+        "parse request": lambda: RecommendRequest(**body),
+        "profile rules": lambda: prepare_profile(request.profile, engine.corpus),
+        "first layer and x·B": lambda: engine.network.encode(profile.items, profile.values),
+        "shared pass (presence, rating features)": lambda: engine.outputs([encoded]),
+        "filters, ranking, ratings of the kept shows, response": lambda: engine.respond(
+            request, encoded, log_presence[0], features[0]),
+        "JSON": lambda: answer.model_dump_json(),
+        "whole /recommend": lambda: engine.recommend(request),
+    }
+    return {name: 1000 * float(np.median(time_calls(call, runs))) for name, call in stages.items()}, profile.length
+
+
 def engine_explain_p50(artifact: Path, body: dict, explains: int, devices: int) -> float:
     """p50 of the engine's /explain work in this process (ms), on ``devices`` devices."""
     from sprout.inference.engine import Recommender
@@ -348,6 +413,14 @@ def main(
     naive_recommend, naive_explain, naive_batched = naive_p50s(artifact, recommend_body, explain_body, naive_explains)
     engine = engine_explain_p50(artifact, explain_body, explains, devices=1)
     engine_recommend = engine_recommend_p50(artifact, recommend_body, requests)
+    shares, entries = recommend_shares_ms(artifact, recommend_body, requests)
+    floors = machine_floors()
+    from sprout.model.artifact import read_model_artifact
+
+    costs = pass_costs(read_model_artifact(artifact)[0].config, entries, 50)  # the candidates either pass keeps
+    recommend_floor_ms = 1000 * max(costs["recommend_mb_read"] / 1e3 / floors["copy_gb_per_s"],
+                                    costs["recommend_gflop"] / floors["sgemm_gflop_per_s"])
+    explain_floor_ms = 1000 * costs["explain_gflop"] / floors["sgemm_gflop_per_s"]
     rows += [
         ("engine /recommend work p50 (in-process)", f"{engine_recommend:.1f} ms", "the HTTP figure less HTTP"),
         ("naive /recommend work p50 (in-process)", f"{naive_recommend:.1f} ms", "dense 12,000-wide input"),
@@ -383,6 +456,9 @@ def main(
             "compilations_after_warm_up": int(compilations),
             "engine_explain_ms": {"p50": engine, "devices_1": sharded[1], "devices_2": sharded[2]},
             "engine_recommend_ms_p50": engine_recommend,
+            "recommend_shares_ms": {**shares, "HTTP and BentoML (HTTP p50 less in-process)": recommend[0] - engine_recommend},
+            "floors": {**floors, **costs, "entries_taking_part": entries, "recommend_floor_ms": recommend_floor_ms, "explain_floor_ms": explain_floor_ms,
+                       "explain_share_of_peak": explain_floor_ms / engine},
         },
         "baselines": {
             "deep_alone_recommend_ms": {"p50": deep_recommend[0], "p99": deep_recommend[1]},
