@@ -247,19 +247,21 @@ class ModelRegistry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _recovered(self) -> Journal:
+        """The journal after repairing what a killed writer left: staging folders removed, and
+        complete versions it never recorded adopted (and committed, so no caller need check)."""
         folder = self.store_dir / self.name
         if folder.is_dir():
             for entry in folder.iterdir():
                 if entry.is_dir() and entry.name.startswith(STAGING_PREFIX):
                     shutil.rmtree(entry, ignore_errors=True)
-        journal = self._journal()
+        journal = found = self._journal()
         for version in self.versions():
             if version not in journal.models and (model := self._model(version)) is not None:
                 at = self._clock()
                 metrics = dict(model.info.metadata.get("metrics", {}))
                 journal = journal.registered(version, at, new_event(
                     "registered", version, at, to_stage=CHALLENGER, reason="registered", details={"metrics": metrics}))
-        return journal
+        return journal if journal is found else self._commit(journal)
 
     def _commit(self, journal: Journal) -> Journal:
         written = write_journal(self.journal_path, journal)
@@ -318,8 +320,6 @@ class ModelRegistry:
     def deliver_events(self) -> int:
         """Deliver events waiting in the outbox; returns how many remain undelivered."""
         with self._writer() as journal:
-            if journal.models != self._journal().models:
-                journal = self._commit(journal)
             return len(self._deliver(journal).outbox)
 
     def record_event(
@@ -354,8 +354,6 @@ class ModelRegistry:
             existing = self._read(version, journal)
             if existing is not None:
                 self._check_same(existing, folder)
-                if journal.models != self._journal().models:  # a registration killed before it was recorded
-                    journal = self._commit(journal)
             else:
                 at = self._clock()
                 labels = {STAGE_LABEL: CHALLENGER, "dataset": dataset_hash[:16], "wandb_run": wandb_run_id or ""}
@@ -432,7 +430,7 @@ class ModelRegistry:
                 return done
             states = journal.states()
             plan = make_plan(states)
-            if plan or operation_id is not None or journal.models != self._journal().models:
+            if plan or operation_id is not None:
                 journal = journal.applied(
                     plan, self._next_promoted_at(states), self._clock(), reason, dict(numbers or {}), operation_id
                 )
