@@ -30,7 +30,7 @@ from sprout.model.config import ModelConfig
 from sprout.training.batches import make_batch
 from sprout.training.config import TrainConfig
 from sprout.training.losses import masked_huber, multinomial_nll, uncertainty_weighted
-from sprout.training.step import make_optimizer, train_step
+from sprout.training.step import LossSettings, make_optimizer, train_step
 
 
 def synthetic_profiles(n_users: int, corpus: int, rng: np.random.Generator):
@@ -124,7 +124,7 @@ def main(
     key = jax.random.key(seed)
 
     def sparse(params, opt_state, b):
-        params, opt_state, loss, *_ = train_step(graphdef, params, opt_state, b, key, tx=tx, huber_delta=1.0)
+        params, opt_state, loss, *_ = train_step(graphdef, params, opt_state, b, key, tx=tx, loss=LossSettings())
         return params, opt_state, loss
 
     def dense(params, opt_state, inputs):

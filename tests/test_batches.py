@@ -40,6 +40,9 @@ def test_batch_targets_hold_every_entry_and_inputs_a_dropped_subset():
         assert set(batch.target_items[out][batch.target_mask[out]].tolist()) == entries
         kept = batch.input_columns[batch.input_items[batch.input_users == out]]
         assert set(kept.tolist()) <= entries
+        # target_kept marks exactly the targets that are among the inputs
+        assert set(batch.target_items[out][batch.target_kept[out]].tolist()) == set(kept.tolist())
+        assert not (batch.target_kept[out] & ~batch.target_mask[out]).any()
     assert batch.target_rated.sum() == sum(rated[indptr[r] : indptr[r + 1]].sum() for r in rows)
 
 

@@ -14,8 +14,10 @@ from flax import nnx
 from sprout.model import Autoencoder, ModelConfig
 from sprout.training.batches import make_batch
 from sprout.training.config import TrainConfig
-from sprout.training.step import make_optimizer, train_step
+from sprout.training.step import LossSettings, decays, make_optimizer, scaled_gradient, train_step
 from sprout.training.losses import (
+    emphasised_weights,
+    gaussian_kl,
     huber,
     masked_huber,
     multinomial_nll,
@@ -124,10 +126,110 @@ def test_the_real_training_step_lowers_the_loss_on_learnable_profiles():
     losses, key = [], jax.random.key(1)
     for step in range(120):
         batch = make_batch(indptr, items, values, rated, rng.choice(users, 64, replace=False), rng, corpus_size=corpus)
-        params, opt_state, total, presence, rating = train_step(
-            graphdef, params, opt_state, batch, jax.random.fold_in(key, step), tx=tx, huber_delta=train_config.huber_delta
+        params, opt_state, total, presence, rating, _ = train_step(
+            graphdef, params, opt_state, batch, jax.random.fold_in(key, step), tx=tx, loss=LossSettings.of(train_config)
         )
         losses.append(float(total))
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), (losses[:3], losses[-3:])
     model = nnx.merge(graphdef, params)
     assert float(model.log_var_rating[...]) != 0.0, "uncertainty weights are trained too"
+
+
+def test_emphasised_weights_score_dropped_entries_fully_and_kept_ones_by_the_weight():
+    mask = jnp.array([[True, True, True, False]])
+    kept = jnp.array([[True, False, True, False]])
+    np.testing.assert_array_equal(emphasised_weights(mask, kept, 0.0), [[0.0, 1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(emphasised_weights(mask, kept, 0.5), [[0.5, 1.0, 0.5, 0.0]])
+    np.testing.assert_array_equal(emphasised_weights(mask, kept, 1.0), [[1.0, 1.0, 1.0, 0.0]])
+    # weight 0 on kept entries: the loss is the NLL of the dropped entry alone
+    logits = jnp.array([[0.0, 0.0, math.log(2.0), 0.0]])
+    items = jnp.array([[0, 2, 1, 3]])
+    nll = float(multinomial_nll(logits, items, emphasised_weights(mask, kept, 0.0)))
+    assert nll == pytest.approx(-math.log(2.0 / 5.0), rel=1e-6)
+
+
+def test_gaussian_kl_by_hand():
+    zero = jnp.zeros((2, 3))
+    assert float(gaussian_kl(zero, zero)) == pytest.approx(0.0, abs=1e-7)
+    # mean 1 in each of 3 dimensions, unit variance: 3 * 1/2
+    assert float(gaussian_kl(jnp.ones((2, 3)), zero)) == pytest.approx(1.5, rel=1e-6)
+    # variance e, mean 0, one dimension: (e - 1 - 1) / 2
+    assert float(gaussian_kl(jnp.zeros((1, 1)), jnp.ones((1, 1)))) == pytest.approx((math.e - 2) / 2, rel=1e-6)
+
+
+def test_scaled_gradient_keeps_the_value_and_scales_the_gradient():
+    x = jnp.array([1.0, -2.0, 3.0])
+    for scale in (0.0, 0.25, 1.0):
+        np.testing.assert_array_equal(scaled_gradient(x, scale), x)
+        grad = jax.grad(lambda v: jnp.sum(scaled_gradient(v, scale) ** 2))(x)
+        np.testing.assert_allclose(grad, scale * 2 * x, rtol=1e-6)
+
+
+def test_weight_decay_shrinks_kernels_only():
+    _, params = nnx.split(Autoencoder(ModelConfig.tiny(), nnx.Rngs(0)))
+    mask = decays(params)
+
+    def flag(tree) -> bool:
+        (leaf,) = jax.tree.leaves(tree)
+        return bool(leaf)
+
+    assert flag(mask["encoder_input"]["kernel"]) and not flag(mask["encoder_input"]["bias"])
+    assert not flag(mask["log_var_presence"])
+    tx = make_optimizer(TrainConfig.tiny().model_copy(update={"weight_decay": 0.5}))
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero_grads, tx.init(params), params, value=jnp.asarray(1.0))
+    kernel = params["encoder_input"]["kernel"][...]
+    lr = TrainConfig.tiny().learning_rate
+    np.testing.assert_allclose(updates["encoder_input"]["kernel"][...], -lr * 0.5 * kernel, rtol=1e-5, atol=1e-9)
+    assert not np.any(updates["encoder_input"]["bias"][...])
+
+
+def _losses_setup(model_config, train_config):
+    rng = np.random.default_rng(3)
+    users, length = 64, 12
+    items = np.concatenate([rng.choice(model_config.corpus_size, length, replace=False) for _ in range(users)])
+    indptr = np.arange(0, users * length + 1, length, dtype=np.int64)
+    values = rng.normal(size=len(items)).astype(np.float32)
+    batch = make_batch(indptr, items.astype(np.int32), values, np.ones(len(items), bool), np.arange(32), rng,
+                       corpus_size=model_config.corpus_size)
+    graphdef, params = nnx.split(Autoencoder(model_config, nnx.Rngs(0)))
+    return graphdef, params, batch
+
+
+def test_without_the_rating_gradient_the_encoder_learns_from_presence_alone():
+    from sprout.training.step import batch_losses
+
+    config = ModelConfig.tiny()
+    graphdef, params, batch = _losses_setup(config, TrainConfig.tiny())
+
+    def rating_loss(p, share):
+        _, (_, rating, _) = batch_losses(
+            nnx.merge(graphdef, p), batch, None, LossSettings(encoder_rating_gradient=share), 0.0, train=False
+        )
+        return rating
+
+    cut = jax.grad(rating_loss)(params, 0.0)
+    full = jax.grad(rating_loss)(params, 1.0)
+    assert not np.any(cut["encoder_input"]["kernel"][...]) and not np.any(cut["encoder_bottleneck"]["kernel"][...])
+    assert np.any(full["encoder_input"]["kernel"][...])
+    # the rating head itself still learns
+    np.testing.assert_allclose(cut["rating_head"]["output"]["kernel"][...], full["rating_head"]["output"]["kernel"][...],
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_variational_training_step_adds_the_kl_term():
+    config = ModelConfig.tiny(variational=True)
+    train_config = TrainConfig.tiny()
+    graphdef, params, batch = _losses_setup(config, train_config)
+    tx = make_optimizer(train_config)
+    settings = LossSettings.of(train_config)
+    key = jax.random.key(0)
+    copy = jax.tree.map(jnp.copy, params)
+    *_, total_off, presence_off, rating_off, kl = train_step(graphdef, copy, tx.init(copy), batch, key, 0.0,
+                                                             tx=tx, loss=settings)
+    copy = jax.tree.map(jnp.copy, params)
+    *_, total_on, presence_on, rating_on, kl_on = train_step(graphdef, copy, tx.init(copy), batch, key, 0.5,
+                                                             tx=tx, loss=settings)
+    assert float(kl) > 0 and float(kl_on) == pytest.approx(float(kl), rel=1e-6)
+    # log variances start at 0: both losses enter with weight 1
+    assert float(total_on) - float(total_off) == pytest.approx(0.5 * float(kl), rel=1e-4)

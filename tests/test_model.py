@@ -135,6 +135,22 @@ def test_noise_only_in_training(model, profiles):
         model.encode(*profiles, train=True)
 
 
+def test_variational_bottleneck_samples_in_training_and_serves_its_mean(profiles):
+    config = ModelConfig.tiny(variational=True)
+    model = Autoencoder(config, nnx.Rngs(0))
+    assert model.encoder_bottleneck.kernel[...].shape == (config.encoder_hidden, 2 * config.bottleneck)
+    pre = model.preactivation(*profiles)
+    mean, log_var = model.bottleneck_distribution(pre)
+    assert mean.shape == log_var.shape == (5, config.bottleneck)
+    np.testing.assert_array_equal(model.encode(*profiles), mean)
+    sampled = model.encode(*profiles, train=True, noise_key=jax.random.key(0))
+    # z = mean + exp(log_var / 2) * eps: the standardised draws are N(0, 1)
+    eps = (sampled - mean) / jnp.exp(0.5 * log_var)
+    assert float(jnp.std(eps)) == pytest.approx(1.0, rel=0.25)
+    logits, ratings = model(*profiles)
+    assert logits.shape == ratings.shape == (5, config.corpus_size)
+
+
 def test_forward_runs_under_jit(model, profiles):
     @nnx.jit(static_argnames="train")
     def forward(m, items, values, mask, key, train):

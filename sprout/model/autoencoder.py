@@ -1,6 +1,7 @@
 """Two-head denoising autoencoder over sparse user profiles (Flax NNX).
 
-Encoder: ``2C -> encoder_hidden -> swish -> bottleneck`` (linear bottleneck, noise in training).
+Encoder: ``2C -> encoder_hidden -> swish -> bottleneck`` (linear bottleneck, noise in training; with
+``config.variational`` a mean and a log variance, sampled in training and the mean otherwise).
 Decoder: two heads with no shared weights, each ``bottleneck -> decoder_hidden... (swish) -> C``:
 presence logits (softmax over the corpus) and predicted normalised ratings.
 
@@ -72,7 +73,8 @@ class Autoencoder(nnx.Module):
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         self.config = config
         self.encoder_input = _linear(config, config.input_size, config.encoder_hidden, rngs)
-        self.encoder_bottleneck = _linear(config, config.encoder_hidden, config.bottleneck, rngs)
+        bottleneck_outputs = 2 * config.bottleneck if config.variational else config.bottleneck  # (mean, log var)
+        self.encoder_bottleneck = _linear(config, config.encoder_hidden, bottleneck_outputs, rngs)
         self.presence_head = DecoderHead(config, rngs)
         self.rating_head = DecoderHead(config, rngs)
         # Homoscedastic uncertainty weights s_p, s_r (log variances); the loss is
@@ -135,17 +137,31 @@ class Autoencoder(nnx.Module):
         kernel, _ = self._first_layer_weights()
         return entry_rows(kernel, items, values.astype(kernel.dtype), mask)
 
+    def bottleneck_distribution(self, pre: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """pre [B, H] -> (mean [B, Z], log variance [B, Z] with ``config.variational``, else None)."""
+        out = self.encoder_bottleneck(nnx.swish(pre))  # [B, Z] or [B, 2Z]
+        if not self.config.variational:
+            return out, None
+        mean, log_var = jnp.split(out, 2, axis=-1)
+        return mean, log_var
+
+    def sample_bottleneck(
+        self, mean: jax.Array, log_var: jax.Array | None, *, train: bool = False, noise_key: jax.Array | None = None
+    ) -> jax.Array:
+        """z [B, Z]: the mean, plus N(0, 1) noise in training, scaled by exp(log_var / 2) when
+        variational and by ``bottleneck_noise`` otherwise."""
+        scale = self.config.bottleneck_noise if log_var is None else jnp.exp(0.5 * log_var)
+        if not train or (log_var is None and self.config.bottleneck_noise == 0):
+            return mean
+        if noise_key is None:
+            raise ValueError("training needs a noise_key for the bottleneck noise")
+        return mean + scale * jax.random.normal(noise_key, mean.shape, mean.dtype)
+
     def bottleneck_from_preactivation(
         self, pre: jax.Array, *, train: bool = False, noise_key: jax.Array | None = None
     ) -> jax.Array:
-        """pre [B, H] -> bottleneck z [B, bottleneck]; adds N(0, 1) * noise when training."""
-        z = self.encoder_bottleneck(nnx.swish(pre))  # [B, Z]
-        if not train or self.config.bottleneck_noise == 0:
-            return z
-        if noise_key is None:
-            raise ValueError("training needs a noise_key for the bottleneck noise")
-        noise = jax.random.normal(noise_key, z.shape, z.dtype)
-        return z + self.config.bottleneck_noise * noise
+        """pre [B, H] -> bottleneck z [B, bottleneck] (see `sample_bottleneck`)."""
+        return self.sample_bottleneck(*self.bottleneck_distribution(pre), train=train, noise_key=noise_key)
 
     def encode(
         self, items: jax.Array, values: jax.Array, mask: jax.Array, *, train: bool = False,

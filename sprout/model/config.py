@@ -30,6 +30,11 @@ class ModelConfig(BaseModel):
         "presence logits; presence logits = presence_scale·deep + linear_scale·(x B).",
     )
     bottleneck_noise: float = Field(0.1, ge=0, description="Std of the Gaussian noise added to the bottleneck in training.")
+    variational: bool = Field(
+        False,
+        description="A Mult-VAE bottleneck: the encoder gives a mean and a log variance, training samples from "
+        "them and adds a KL term (TrainConfig.kl_weight); serving uses the mean. Replaces bottleneck_noise.",
+    )
     dtype: DTypeName = Field("float32", description="Computation dtype.")
     param_dtype: DTypeName = Field("float32", description="Storage dtype of the weights.")
 

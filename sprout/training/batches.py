@@ -32,6 +32,7 @@ class Batch:
     target_values: np.ndarray  # [B, L] float32
     target_mask: np.ndarray  # [B, L] bool: a real entry
     target_rated: np.ndarray  # [B, L] bool: a real entry with a real score
+    target_kept: np.ndarray  # [B, L] bool: a real entry that is also among the inputs (not dropped)
 
     @property
     def size(self) -> int:
@@ -64,7 +65,6 @@ def make_batch(
     target_values[row_of_entry, column] = values[positions]
     target_mask[row_of_entry, column] = True
     target_rated[row_of_entry, column] = rated[positions]
-
     if keep is not None:
         kept = keep[positions]
     elif rng is not None:
@@ -72,6 +72,8 @@ def make_batch(
         kept = rng.random(len(positions)) >= rate[row_of_entry]
     else:
         kept = np.ones(len(positions), bool)
+    target_kept = np.zeros((size, width), bool)
+    target_kept[row_of_entry, column] = kept
     chosen = positions[kept]
     distinct, column_of_entry = np.unique(items[chosen], return_inverse=True)
     step = COLUMN_STEP if corpus_size is None else min(COLUMN_STEP, max(16, corpus_size // 12))
@@ -91,5 +93,6 @@ def make_batch(
     input_values[: len(chosen)] = values[chosen]
     input_users[: len(chosen)] = row_of_entry[kept]
     return Batch(
-        input_columns, input_items, input_values, input_users, target_items, target_values, target_mask, target_rated
+        input_columns, input_items, input_values, input_users, target_items, target_values, target_mask, target_rated,
+        target_kept,
     )

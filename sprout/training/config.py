@@ -18,6 +18,21 @@ class TrainConfig(BaseModel):
     dropout_min: float = Field(0.24, ge=0, lt=1)
     dropout_max: float = Field(0.56, ge=0, lt=1)
     huber_delta: float = Field(1.0, gt=0)
+    kept_target_weight: float = Field(
+        1.0, ge=0, le=1,
+        description="Presence-loss weight of the entries the input kept; dropped ones weigh 1 (0: emphasised "
+        "denoising, scored only on what the network could not copy).",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay of the layers' kernels (AdamW).")
+    encoder_rating_gradient: float = Field(
+        1.0, ge=0, le=1,
+        description="Share of the rating loss's gradient that reaches the shared encoder (0: the encoder learns "
+        "from the presence loss alone, so the rating head cannot starve it).",
+    )
+    kl_weight: float = Field(0.2, ge=0, description="Largest weight of the KL term (variational models only).")
+    kl_anneal_steps: int = Field(
+        2000, ge=1, description="Steps over which the KL weight rises linearly from 0 to kl_weight."
+    )
     eval_every: int = Field(1000, ge=1, description="Steps between validation passes.")
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
     validation_users: int = Field(500, ge=0, description="Validation users scored each pass (0 = all).")

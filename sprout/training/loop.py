@@ -36,7 +36,7 @@ from sprout.training.checkpoints import Checkpoints
 from sprout.training.config import TrainConfig
 from sprout.training.item_item_fit import choose_blend, fit_item_item, with_item_item
 from sprout.training.parallel import data_mesh, replicated, sharded_batch
-from sprout.training.step import lr_scale, make_optimizer, train_step
+from sprout.training.step import LossSettings, lr_scale, make_optimizer, train_step
 from sprout.training.tracking import NullTracker, Tracker
 
 Progress = Callable[[int, int, dict], None]
@@ -87,6 +87,11 @@ def batch_rows(n_users: int, batch_size: int, seed: int, step: int) -> np.ndarra
     return order[index * batch_size : (index + 1) * batch_size]
 
 
+def kl_weight_at(step: int, config: TrainConfig) -> float:
+    """The KL term's weight at ``step``: rising linearly to ``kl_weight`` over ``kl_anneal_steps``."""
+    return config.kl_weight * min(1.0, step / config.kl_anneal_steps)
+
+
 def train(
     snapshot: Snapshot,
     model_config: ModelConfig,
@@ -132,6 +137,7 @@ def train(
     )
     baseline = PopularityEvaluator().evaluate(users)["ndcg@100"] if users else float("nan")
     key = jax.random.key(config.seed)
+    loss_settings = LossSettings.of(config)
     stopped_by, step = "max_steps", start
     last: dict[str, float] = {}
     examples, timed = 0, 0.0
@@ -143,9 +149,9 @@ def train(
             (config.dropout_min, config.dropout_max), corpus_size=corpus_size,
         )
         began = time.perf_counter()
-        params, opt_state, total, presence, rating = train_step(
-            graphdef, params, opt_state, sharded_batch(batch, mesh), jax.random.fold_in(key, step), tx=tx,
-            huber_delta=config.huber_delta,
+        params, opt_state, total, presence, rating, kl = train_step(
+            graphdef, params, opt_state, sharded_batch(batch, mesh), jax.random.fold_in(key, step),
+            kl_weight_at(step, config), tx=tx, loss=loss_settings,
         )
         total = float(total)
         timed += time.perf_counter() - began
@@ -155,6 +161,7 @@ def train(
         scale = float(lr_scale(opt_state))
         last = {
             "train/loss": total, "train/presence_loss": float(presence), "train/rating_loss": float(rating),
+            **({"train/kl": float(kl)} if model_config.variational else {}),
             "train/log_var_presence": float(params["log_var_presence"][...]),
             "train/log_var_rating": float(params["log_var_rating"][...]),
             "train/lr_scale": scale, "train/examples_per_s": examples / timed if timed else 0.0,

@@ -20,15 +20,30 @@ def _per_user_mean(per_entry: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.mean(totals / counts)
 
 
-def multinomial_nll(logits: jax.Array, target_items: jax.Array, target_mask: jax.Array) -> jax.Array:
-    """Mean over users of ``-Σ_{i in profile} log_softmax(logits)_i / max(|profile|, 1)``.
+def multinomial_nll(logits: jax.Array, target_items: jax.Array, target_weights: jax.Array) -> jax.Array:
+    """Mean over users of ``-Σ_{i in profile} w_i·log_softmax(logits)_i / max(Σ_i w_i, 1)``.
 
-    logits [B, C], target_items [B, L] int, target_mask [B, L] bool -> scalar.
+    logits [B, C], target_items [B, L] int, target_weights [B, L] bool (a mask) or float -> scalar.
     Items within one user are assumed distinct (a profile is a set).
     """
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, C]
     picked = jnp.take_along_axis(log_probs, target_items, axis=-1)  # [B, L]
-    return _per_user_mean(-picked, target_mask.astype(jnp.float32))
+    return _per_user_mean(-picked, target_weights.astype(jnp.float32))
+
+
+def emphasised_weights(target_mask: jax.Array, target_kept: jax.Array, kept_weight: float) -> jax.Array:
+    """Target weights of emphasised denoising: 1 for entries dropped from the input, ``kept_weight``
+    for entries the network saw (0: it is scored only on what it could not copy).
+
+    target_mask, target_kept [B, L] bool -> [B, L] float32.
+    """
+    return jnp.where(target_kept, kept_weight, 1.0) * target_mask.astype(jnp.float32)
+
+
+def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """Batch mean of KL(N(mean, exp(log_var)) || N(0, I)) summed over the latent: [B, Z] -> scalar."""
+    per_user = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)  # [B]
+    return jnp.mean(per_user)
 
 
 def multinomial_nll_dense(logits: jax.Array, targets: jax.Array) -> jax.Array:

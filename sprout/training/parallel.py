@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from sprout.training.batches import Batch
 
 BATCH_AXIS = "batch"
-PER_EXAMPLE = ("target_items", "target_values", "target_mask", "target_rated")  # [B, L]: split by row
+PER_EXAMPLE = ("target_items", "target_values", "target_mask", "target_rated", "target_kept")  # [B, L]: split by row
 
 
 def data_mesh(devices: int, batch_size: int) -> Mesh | None:
