@@ -81,7 +81,10 @@ class Sprout:
 
     @staticmethod
     def _load(record: ModelRecord) -> Recommender:
-        return Recommender.load(record.path, devices=settings.devices, warmup=True, stage=record.stage)
+        return Recommender.load(
+            record.path, devices=settings.devices, warmup=True, stage=record.stage,
+            explain_normaliser=settings.explain_normaliser,
+        )
 
     def _with_profile(self, request: RankingOptions) -> RankingOptions:
         """A request that names a username, with that user's list as its profile."""

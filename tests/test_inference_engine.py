@@ -143,7 +143,8 @@ def test_rank_one_hold_out_equals_rerunning_without_the_entry(recommender):
     profile = prepare_profile(PROFILE, recommender.corpus)
     columns = np.array([3, 0, 17, 38, 5], np.int32)
     pre, linear = network.encode(profile.items, profile.values)
-    held_presence, held_ratings, own = network.held_out(pre, linear, profile.items, profile.values, columns)
+    whole, _ = network.outputs(pre[None], linear[None])  # [1, C]
+    held_presence, held_ratings, own = network.held_out(pre, linear, whole[0], profile.items, profile.values, columns)
     assert held_presence.shape == held_ratings.shape == (profile.length, 5) and own.shape == (profile.length,)
     for j in (0, 3, profile.length - 1):
         keep = np.arange(profile.length) != j
@@ -152,8 +153,29 @@ def test_rank_one_hold_out_equals_rerunning_without_the_entry(recommender):
         np.testing.assert_allclose(held_presence[j], log_presence[0, columns], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(held_ratings[j], ratings[0, columns], rtol=1e-4, atol=1e-5)
         assert own[j] == pytest.approx(ratings[0, profile.items[j]], rel=1e-4, abs=1e-5)
-    whole_presence, _ = network.outputs(pre[None], linear[None])
-    assert not np.allclose(held_presence[0], whole_presence[0, columns])  # holding out changes something
+    assert not np.allclose(held_presence[0], whole[0, columns])  # holding out changes something
+
+
+def test_first_order_normaliser_changes_only_the_normaliser_and_stays_below_it(recommender, folder):
+    """The first-order pass gives the exact logit differences between candidates (only each row's
+    normaliser is expanded), and by convexity of log-sum-exp its normaliser is never above the
+    exact one, so its log presence is never below."""
+    exact_network = recommender.network
+    network = Recommender.load(folder, warmup=False, explain_normaliser="first_order").network
+    profile = prepare_profile(PROFILE, recommender.corpus)
+    columns = np.array([3, 0, 17, 38, 5], np.int32)
+    pre, linear = network.encode(profile.items, profile.values)
+    whole, _ = network.outputs(pre[None], linear[None])
+    exact = exact_network.held_out(pre, linear, whole[0], profile.items, profile.values, columns)
+    approximate = network.held_out(pre, linear, whole[0], profile.items, profile.values, columns)
+    differences = lambda presence: presence - presence[:, :1]  # noqa: E731
+    np.testing.assert_allclose(differences(approximate[0]), differences(exact[0]), rtol=1e-4, atol=1e-4)
+    assert np.all(approximate[0] >= exact[0] - 1e-4)
+    assert np.abs(approximate[0] - exact[0]).max() < 0.5  # second order in the hold-out's change
+    for got, want in zip(approximate[1:], exact[1:], strict=True):  # ratings are not approximated
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="normaliser"):
+        Recommender.load(folder, warmup=False, explain_normaliser="second_order")
 
 
 def test_explain_sizes_ordering_and_consistency(recommender):

@@ -33,8 +33,9 @@ SCRIPT = textwrap.dedent(
     prepared = prepare_profile(profile, single.corpus)
     pre, linear = single.network.encode(prepared.items, prepared.values)
     columns = np.arange(20, dtype=np.int32)
-    one = single.network.held_out(pre, linear, prepared.items, prepared.values, columns)
-    two = sharded.network.held_out(pre, linear, prepared.items, prepared.values, columns)
+    whole = single.network.outputs(pre[None], linear[None])[0][0]  # [C] log presence of the whole profile
+    one = single.network.held_out(pre, linear, whole, prepared.items, prepared.values, columns)
+    two = sharded.network.held_out(pre, linear, whole, prepared.items, prepared.values, columns)
     request = ExplainRequest(profile=profile, top_k=10, rating_weight=0.5, hide_unwatched_sequels=False)
     print(json.dumps({
         "jax_devices": jax.device_count(),

@@ -154,8 +154,9 @@ def test_a_paced_hold_out_runs_in_small_pieces_with_the_same_results(model, monk
     pre, linear = network.encode(items[:20], values[:20])  # [H], [C]
     columns = np.arange(10)  # [K]
     paces = []
-    whole = network.held_out(pre, linear, items, values, columns)
-    paced = network.held_out(pre, linear, items, values, columns, pace=lambda: paces.append(1))
+    log_presence = network.outputs(pre[None], linear[None])[0][0]  # [C]
+    whole = network.held_out(pre, linear, log_presence, items, values, columns)
+    paced = network.held_out(pre, linear, log_presence, items, values, columns, pace=lambda: paces.append(1))
     assert len(paces) == 5  # 256 + 44 rows: four 64-row pieces and the 64-row tail
     for a, b in zip(whole, paced, strict=True):  # other executables: equal up to rounding
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

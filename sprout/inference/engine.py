@@ -81,6 +81,7 @@ class Recommender:
         devices: int | None = None,
         warmup: bool = True,
         stage: str | None = None,
+        explain_normaliser: str = "exact",
     ):
         if model.config.corpus_size != len(corpus):
             raise ValueError(f"the model knows {model.config.corpus_size} shows but the corpus has {len(corpus)}")
@@ -90,7 +91,7 @@ class Recommender:
         self.version: str = document["version"]
         dataset = document.get("dataset", {})
         self.dataset: str = dataset.get("content_sha256") or dataset.get("snapshot_id") or ""
-        self.network = ServingNetwork(model, devices)
+        self.network = ServingNetwork(model, devices, explain_normaliser)
         self.catalogue = CatalogueIndex.from_corpus(corpus)
         self._compilations_at_warm_up = 0
         self.warmup_compilations = 0
@@ -99,13 +100,16 @@ class Recommender:
 
     @classmethod
     def load(
-        cls, folder: Path | str, *, devices: int | None = None, warmup: bool = True, stage: str | None = None
+        cls, folder: Path | str, *, devices: int | None = None, warmup: bool = True, stage: str | None = None,
+        explain_normaliser: str = "exact",
     ) -> Recommender:
         """Load a model artifact folder (weights.npz, model.json, corpus.json), hashes checked."""
         folder = Path(folder)
         model, document = read_model_artifact(folder)
         corpus = Corpus.from_json((folder / CORPUS_FILE).read_text(encoding="utf-8"))
-        return cls(model, document, corpus, devices=devices, warmup=warmup, stage=stage)
+        return cls(
+            model, document, corpus, devices=devices, warmup=warmup, stage=stage, explain_normaliser=explain_normaliser
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -200,7 +204,7 @@ class Recommender:
         profile = encoded.profile
         ranked = self._rank(request, profile, log_presence, features, request.top_k)
         if request.explain:
-            explained = self._explained(request, profile, encoded.pre, encoded.linear, ranked, pace)
+            explained = self._explained(request, profile, encoded, log_presence, ranked, pace)
             recommendations = explained.recommendations
         else:
             recommendations = [self._recommendation(ranked, k) for k in range(len(ranked.shows))]
@@ -214,7 +218,7 @@ class Recommender:
         log_presence, features = self.outputs([encoded])  # [1, C], [1, D]
         count = max(request.top_k, explanations.IMPACT_CANDIDATES)
         ranked = self._rank(request, encoded.profile, log_presence[0], features[0], count)
-        return self._explained(request, encoded.profile, encoded.pre, encoded.linear, ranked, pace)
+        return self._explained(request, encoded.profile, encoded, log_presence[0], ranked, pace)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -252,15 +256,16 @@ class Recommender:
         self,
         request: RankingOptions,
         profile: PreparedProfile,
-        pre: np.ndarray,
-        linear: np.ndarray,
+        encoded: EncodedProfile,
+        log_presence: np.ndarray,
         ranked: _Ranked,
         pace: Callable[[], None] | None,
     ) -> ExplainResponse:
-        """Hold every profile entry out in one batched pass and explain the ranked candidates."""
+        """Hold every profile entry out in one batched pass and explain the ranked candidates
+        (log_presence [C]: the whole profile's)."""
         shows = ranked.shows  # [K]
         held_presence, held_ratings, own = self.network.held_out(
-            pre, linear, profile.items, profile.values, shows, pace=pace
+            encoded.pre, encoded.linear, log_presence, profile.items, profile.values, shows, pace=pace
         )
         popularity = self.catalogue.popularity[shows]  # [K]
         held = log_scores(held_presence, held_ratings, request.rating_weight, popularity, request.niche_boost)

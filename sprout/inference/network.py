@@ -63,6 +63,8 @@ COLUMN_BUCKETS = (64, 512)  # top_k <= 500 and the 50 shows explanations weigh f
 # equal: the 64- and 256-row executables round alike there, the tiny test model's do not).
 PACED_ROW_CHUNK = 64
 _SMALLEST_LENGTH = 16
+# How a held-out row's softmax normaliser is computed (see `held_out_outputs`).
+NORMALISERS = ("exact", "first_order")
 
 
 def length_buckets(corpus_size: int) -> tuple[int, ...]:
@@ -159,36 +161,63 @@ def rating_output_rows(model: Autoencoder) -> jax.Array:
     return jnp.asarray(model.rating_head.output.kernel[...].T)
 
 
-def held_out_outputs(graphdef, state, rating_rows, pre, linear, items, values, mask, columns):
+def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, items, values, mask, columns, *,
+                     normaliser: str = "exact"):
     """Outputs with each entry held out in turn.
 
-    rating_rows [C, D] (`rating_output_rows`), pre [H] and x B [C] (whole profile), items/values/mask [R]
-    (one held-out entry per row), columns [K] -> log presence [R, K] and ratings [R, K] at
-    ``columns``, and each row's rating of its own held-out show [R]. A masked row holds nothing
-    out: it is the whole profile.
+    rating_rows [C, D] (`rating_output_rows`), pre [H], x B [C] and log presence [C] (whole
+    profile), items/values/mask [R] (one held-out entry per row), columns [K] -> log presence
+    [R, K] and ratings [R, K] at ``columns``, and each row's rating of its own held-out show [R].
+    A masked row holds nothing out: it is the whole profile.
+
+    The softmax normaliser of a held-out row needs all C of its logits: ``normaliser="exact"``
+    computes them ([R, D] @ [D, C], most of the pass's FLOPs). ``"first_order"`` expands it around
+    the whole profile instead: ``lse(l + Δ) ≈ lse(l) + Σ_c p_c Δ_c`` with ``p`` the whole
+    profile's presence probabilities, and since the deep part of ``Δ`` is ``(f_j - f) W`` that sum
+    is ``(f_j - f)·(W p)`` — one [D] vector for every row — so only the K candidate columns of
+    the output layer are read. Its error is second order in the hold-out's change of the logits
+    (small for long profiles); benchmarks/explain_agreement.py measures how often the contributors
+    it gives equal the exact ones.
     """
     model: Autoencoder = nnx.merge(graphdef, state)
     shares = model.entry_contributions(items[:, None], values[:, None], mask[:, None])[:, 0]  # [R, H]
     held = pre[None, :].astype(shares.dtype) - shares  # [R, H]
     z = model.bottleneck_from_preactivation(held)  # [R, Z]
-    logits = model.decode_presence(z).astype(jnp.float32)  # [R, C]
-    if model.config.item_item:
-        held_linear = linear[None, :] - jnp.where(mask[:, None], model.linear_rows(items), 0.0)  # [R, C]
-        logits = model.blend(logits, held_linear)
-    normaliser = jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # [R, 1]
+    held_rows = jnp.where(mask[:, None], model.linear_rows(items), 0.0) if model.config.item_item else None  # [R, C]
+    if normaliser == "exact":
+        logits = model.decode_presence(z).astype(jnp.float32)  # [R, C]
+        if held_rows is not None:
+            logits = model.blend(logits, linear[None, :] - held_rows)
+        presence = logits[:, columns] - jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # [R, K]
+    else:
+        head = model.presence_head
+        whole = head.features(model.bottleneck_from_preactivation(pre[None, :].astype(shares.dtype)))  # [1, D]
+        change = (head.features(z) - whole).astype(jnp.float32)  # [R, D]
+        kernel = head.output.kernel[...].astype(jnp.float32)  # [D, C]
+        probabilities = jnp.exp(log_presence)  # [C]
+        deep_scale = model.presence_scale[...] if model.config.item_item else 1.0
+        delta = deep_scale * (change @ kernel[:, columns])  # [R, K] change of the candidates' logits
+        shift = deep_scale * (change @ (kernel @ probabilities))  # [R] first-order change of the normaliser
+        if held_rows is not None:
+            delta = delta - model.linear_scale[...] * held_rows[:, columns]
+            shift = shift - model.linear_scale[...] * (held_rows @ probabilities)
+        presence = log_presence[columns][None, :] + delta - shift[:, None]  # [R, K]
     features = model.rating_head.features(z)  # [R, D]
     rows = rating_rows.astype(features.dtype)  # [C, D]
     bias = model.rating_head.output.bias[...].astype(features.dtype)  # [C]
     ratings = features @ rows[columns].T + bias[columns]  # [R, K]
     own = jnp.sum(features * rows[items], axis=-1) + bias[items]  # [R]
-    return logits[:, columns] - normaliser, ratings.astype(jnp.float32), own.astype(jnp.float32)
+    return presence, ratings.astype(jnp.float32), own.astype(jnp.float32)
 
 
 class ServingNetwork:
     """A model's weights on the serving devices and its compiled passes, with a compile counter."""
 
-    def __init__(self, model: Autoencoder, devices: int | None = None):
+    def __init__(self, model: Autoencoder, devices: int | None = None, normaliser: str = "exact"):
+        if normaliser not in NORMALISERS:
+            raise ValueError(f"explanation normaliser must be one of {NORMALISERS}, got {normaliser!r}")
         self.config = model.config
+        self.normaliser = normaliser
         self.device_count = resolve_device_count(devices)
         graphdef, state = nnx.split(model)
         self._state = jax.device_put(state, jax.devices()[0])
@@ -203,8 +232,8 @@ class ServingNetwork:
         self._rating_rows_host = np.asarray(self._rating_rows, np.float32)  # [C, D] for a few rows at a time
         self._rating_bias_host = np.asarray(model.rating_head.output.bias[...], np.float32)  # [C]
         self._held_out = jax.jit(
-            partial(held_out_outputs, graphdef),
-            in_shardings=(replicated, replicated, replicated, replicated, by_row, by_row, by_row, replicated),
+            partial(held_out_outputs, graphdef, normaliser=normaliser),
+            in_shardings=(replicated, replicated, replicated, replicated, replicated, by_row, by_row, by_row, replicated),
             out_shardings=(by_row, by_row, by_row),
         )
         self.length_buckets = length_buckets(self.config.corpus_size)
@@ -268,13 +297,15 @@ class ServingNetwork:
         self,
         pre: np.ndarray,
         linear: np.ndarray,
+        log_presence: np.ndarray,
         items: np.ndarray,
         values: np.ndarray,
         columns: np.ndarray,
         pace: Callable[[], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hold out each of the n entries: pre [H], x B [C], items/values [n], columns [K]
-        -> log presence [n, K], ratings [n, K] at ``columns``, own rating [n].
+        """Hold out each of the n entries: pre [H], x B [C] and log presence [C] of the whole
+        profile, items/values [n], columns [K] -> log presence [n, K], ratings [n, K] at
+        ``columns``, own rating [n].
 
         Without ``pace`` every chunk is dispatched at once and collected at the end. With it, chunks
         larger than `PACED_ROW_CHUNK` rows are cut into pieces of that size, ``pace()`` runs before
@@ -298,8 +329,8 @@ class ServingNetwork:
                     True,
                 )
                 outputs = self._held_out(
-                    self._held_out_state, self._rating_rows, pre, linear, chunk_items, chunk_values, mask,
-                    padded_columns,
+                    self._held_out_state, self._rating_rows, pre, linear, log_presence, chunk_items, chunk_values,
+                    mask, padded_columns,
                 )
                 if pace is not None:
                     jax.block_until_ready(outputs)
@@ -335,5 +366,6 @@ class ServingNetwork:
         for rows in self.row_chunks:
             for width in self.column_buckets:
                 self.held_out(
-                    hidden, linear, np.zeros(rows, np.int32), np.zeros(rows, np.float32), np.zeros(width, np.int32)
+                    hidden, linear, np.full(len(linear), -np.log(len(linear)), np.float32), np.zeros(rows, np.int32),
+                    np.zeros(rows, np.float32), np.zeros(width, np.int32),
                 )
