@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,16 @@ class Settings(BaseSettings):
         0.5, gt=0, le=1,
         description="A full listing deleting more than this share of a guarded list waits for a later listing to agree.",
     )
+    crawl_spool: str | None = Field(
+        None,
+        description="Where crawls publish fetched lists for `sprout ingest` to write into the store: a folder, "
+        "or a URL pyarrow.fs opens (s3://bucket/prefix, gs://...). Unset: crawls write the store directly.",
+    )
+
+    @field_validator("crawl_spool")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
 
     @field_validator("mal_api_url", "mal_web_url")
     @classmethod
@@ -100,6 +111,11 @@ class ServeSettings(BaseSettings):
     item_url: str = Field(
         "https://myanimelist.net/anime/{id}", description="A show's page, {id} standing for its id (links on the web page)."
     )
+    explain_normaliser: Literal["exact", "first_order"] = Field(
+        "exact",
+        description="How /explain computes each held-out row's softmax normaliser: exactly over every show, or "
+        "to first order around the whole profile (a third of the FLOPs; contributors measured against exact).",
+    )
 
     def environment(self) -> dict[str, str]:
         """These settings as the environment variables that recreate them."""
@@ -115,5 +131,6 @@ class ServeSettings(BaseSettings):
             "SPROUT_SERVE_LIST_CACHE_TTL_S": self.list_cache_ttl_s,
             "SPROUT_SERVE_LIST_CACHE_SIZE": self.list_cache_size,
             "SPROUT_SERVE_ITEM_URL": self.item_url,
+            "SPROUT_SERVE_EXPLAIN_NORMALISER": self.explain_normaliser,
         }
         return {name: str(value) for name, value in values.items() if value is not None}
