@@ -4,6 +4,11 @@ The DuckDB file and its writer slot are taken for each short transaction only (t
 bookkeeping, the due-user query, each batch write), never while waiting on MAL, so other stages
 can use the store during a crawl. Crawls themselves still run one at a time (`sprout-crawl`):
 two at once would fetch the same due users.
+
+With ``SPROUT_CRAWL_SPOOL`` set on the worker (spool mode), a run never opens the store: it
+crawls the assignments the ``ingest`` flow handed out on the store's host, publishes the lists to
+the spool and emits ``sprout.crawl.spooled``, which starts that flow. Claims in the store keep
+such runs off each other's users, so they need no crawl slot and may run on any host.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import concurrency
 from prefect.events import emit_event
 
-from flows.limits import DUCKDB_WRITER_LEASE_S, PrefectRateLimiter, duckdb_writer, ensure_limits
+from flows.limits import DUCKDB_WRITER_LEASE_S, PrefectRateLimiter, duckdb_writer, ensure_limits, spool_take
 from sprout.config import Settings
 from sprout.crawl.access import StoreFile
-from sprout.crawl.job import CrawlRequest, run_crawl
+from sprout.crawl.job import CrawlRequest, crawl_assignments, run_crawl
 from sprout.crawl.policy import CrawlPolicy
+from sprout.crawl.spool import Spool
 from sprout.mal.client import MalClient
 from sprout.mal.discovery import RecentlyOnlineSource
 from sprout.progress import crawl_progress
 from sprout.store import Store
 
 CRAWL_COMPLETED = "sprout.crawl.completed"
+CRAWL_SPOOLED = "sprout.crawl.spooled"
 CRAWL_LIMIT = "sprout-crawl"
 
 
@@ -45,6 +52,11 @@ class CrawlParameters(BaseModel):
     )
     show_progress: bool = Field(False, description="Draw a progress bar on the terminal (interactive runs).")
     announce: bool = Field(True, description="Emit sprout.crawl.completed (off inside the pipeline, which retrains itself).")
+    spool: bool = Field(
+        True,
+        description="Where SPROUT_CRAWL_SPOOL is set, crawl the handed-out assignments into the spool (the users "
+        "are the ingest deployment's choice then); off: write the store directly, on the store's host.",
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -63,6 +75,19 @@ async def crawl_profiles(params: CrawlParameters, run_id: str) -> dict:
         store = StoreFile(settings.db_path, wait_s=30.0, slot=duckdb_writer)
         with crawl_progress(params.show_progress) as progress:
             stats = await run_crawl(store, client, request, run_id=run_id, progress=progress)
+    return stats.as_dict()
+
+
+@task(cache_policy=NO_CACHE)
+async def crawl_into_spool(params: CrawlParameters, run_id: str) -> dict:
+    settings = Settings()
+    limiter = PrefectRateLimiter(requests_per_second=settings.mal_requests_per_second) if params.shared_rate_limit else None
+    async with MalClient.from_settings(settings, limiter=limiter) as client:
+        with crawl_progress(params.show_progress) as progress:
+            stats = await crawl_assignments(
+                Spool.from_settings(settings), client, CrawlPolicy.from_settings(settings), run_id=run_id,
+                progress=progress, take_slot=spool_take,
+            )
     return stats.as_dict()
 
 
@@ -92,17 +117,20 @@ def purge_withdrawn() -> dict:
 
 
 @task(cache_policy=NO_CACHE)
-def publish_figures(figures: dict, run_id: str, *, announce: bool = True) -> None:
-    """The figures as a table artifact; ``announce`` emits the event retraining listens for."""
+def publish_figures(
+    figures: dict, run_id: str, *, announce: bool = True, event: str = CRAWL_COMPLETED, key: str = "crawl-figures"
+) -> None:
+    """The figures as a table artifact; ``announce`` emits ``event`` (by default the one
+    retraining listens for)."""
     create_table_artifact(
-        key="crawl-figures",
+        key=key,
         table=[{"figure": name, "value": value} for name, value in figures.items()],
         description=f"Crawl run {run_id}",
     )
     if not announce:
         return
     emit_event(
-        event=CRAWL_COMPLETED,
+        event=event,
         resource={"prefect.resource.id": f"sprout.crawl.{run_id}", "prefect.resource.name": "sprout crawl"},
         payload=figures,
     )
@@ -115,6 +143,13 @@ async def crawl_and_publish(params: CrawlParameters) -> dict:
         raise ValueError("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id")
     run_id = str(runtime.flow_run.id or "local")
     await ensure_limits(settings.mal_requests_per_second)
+    if params.spool and settings.crawl_spool:
+        if params.usernames is not None:
+            raise ValueError("in spool mode the ingest deployment chooses the users: pass usernames to it")
+        figures = await crawl_into_spool(params, run_id)
+        publish_figures(figures, run_id, announce=params.announce and figures["batches_spooled"] > 0, event=CRAWL_SPOOLED)
+        get_run_logger().info("crawl figures (spooled): %s", figures)
+        return figures
     await ensure_crawl_limit()
     async with one_crawl_at_a_time():
         figures = await crawl_profiles(params, run_id)
@@ -127,7 +162,8 @@ async def crawl_and_publish(params: CrawlParameters) -> dict:
 
 @flow(name="crawl", log_prints=True)
 async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
-    """Crawl MAL (or the simulator) into DuckDB, taking the single-writer limit for each write."""
+    """Crawl MAL (or the simulator) into DuckDB, taking the single-writer limit for each write; in
+    spool mode crawl the handed-out assignments into the spool instead."""
     return await crawl_and_publish(params)
 
 
@@ -135,7 +171,7 @@ async def crawl_flow(params: CrawlParameters = CrawlParameters()) -> dict:
 async def refresh_anime_flow() -> dict:
     """Refresh anime metadata (titles, genres, relations) older than 30 days; crawls no profiles."""
     return await crawl_and_publish(
-        CrawlParameters(usernames=[], discover_online=False, refresh_anime=True, announce=False)
+        CrawlParameters(usernames=[], discover_online=False, refresh_anime=True, announce=False, spool=False)
     )
 
 

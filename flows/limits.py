@@ -1,4 +1,5 @@
-"""Prefect global limits shared by every worker: the MAL request budget and the DuckDB writer."""
+"""Prefect global limits shared by every worker: the MAL request budget, the DuckDB writer, and
+taking assignments from the crawl spool."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prefect.concurrency.sync import concurrency as sync_concurrency
 
 MAL_RATE_LIMIT = "sprout-mal-requests"
 DUCKDB_WRITER_LIMIT = "sprout-duckdb-writer"
+SPOOL_TAKE_LIMIT = "sprout-spool-take"
 # A writer killed with SIGKILL blocks the next one until its lease runs out: keep it short
 # (the holder renews it while alive).
 DUCKDB_WRITER_LEASE_S = 60.0
@@ -49,12 +51,21 @@ async def ensure_limits(requests_per_second: float) -> None:
             MAL_RATE_LIMIT, limit=max(1, math.ceil(requests_per_second)), slot_decay_per_second=requests_per_second
         )
         await client.upsert_global_concurrency_limit_by_name(DUCKDB_WRITER_LIMIT, limit=1)
+        await client.upsert_global_concurrency_limit_by_name(SPOOL_TAKE_LIMIT, limit=1)
 
 
 @asynccontextmanager
 async def duckdb_writer() -> AsyncIterator[None]:
     """Hold the one DuckDB writer slot; a second writer waits here instead of failing to open."""
     async with concurrency(DUCKDB_WRITER_LIMIT, occupy=1, strict=True, lease_duration=DUCKDB_WRITER_LEASE_S):
+        yield
+
+
+@asynccontextmanager
+async def spool_take() -> AsyncIterator[None]:
+    """One crawl worker at a time takes an assignment: on an object store taking is a copy and a
+    delete, not an atomic rename, so two workers could otherwise take the same one."""
+    async with concurrency(SPOOL_TAKE_LIMIT, occupy=1, strict=True, lease_duration=DUCKDB_WRITER_LEASE_S):
         yield
 
 

@@ -26,8 +26,9 @@ class PipelineParameters(BaseModel):
 @flow(name="pipeline", log_prints=True)
 async def pipeline_flow(params: PipelineParameters = PipelineParameters()) -> dict[str, Any]:
     """Crawl, train a candidate on the fresh snapshot, gate it and promote it when it passes."""
-    # The stages hand over directly: no events, so the triggered deployments stay out of this run.
-    figures = await crawl_flow(params.crawl.model_copy(update={"announce": False}))
+    # The stages hand over directly: no events, so the triggered deployments stay out of this run,
+    # and the crawl writes the store itself so that training sees its lists.
+    figures = await crawl_flow(params.crawl.model_copy(update={"announce": False, "spool": False}))
     trained = retrain_flow(params.retrain.model_copy(update={"announce": False}))
     if trained.get("skipped"):
         return {"crawl": figures, "retrain": trained, "promotion": None}

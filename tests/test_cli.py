@@ -19,7 +19,7 @@ from sprout.malsim.synthetic_population import synthetic_population
 from sprout.malsim.server import SimulatorServer
 from sprout.store import Store
 
-COMMANDS = [[], ["crawl"], ["import"], ["import", "anime-5k"], ["db"], ["db", "info"], ["malsim"], ["malsim", "serve"]]
+COMMANDS = [[], ["crawl"], ["ingest"], ["import"], ["import", "anime-5k"], ["db"], ["db", "info"], ["malsim"], ["malsim", "serve"]]
 
 
 def sprout(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 One module-scoped server (`prefect server start` on 127.0.0.1, its own SQLite under a temporary
 PREFECT_HOME) gets both work pools from the templates in infra/work-pools/, then
 `prefect --no-prompt deploy --all` runs from the repository root as an operator runs it. The tests
-read back what the server holds and fire the two deployment triggers with real events; no worker
+read back what the server holds and fire the deployment triggers with real events; no worker
 is needed to see the flow runs they create.
 """
 
@@ -30,7 +30,13 @@ from prefect.exceptions import PrefectHTTPStatusError
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
-DEPLOYMENTS = {"crawl", "refresh-anime", "retrain", "retrain-cpu", "evaluate-promote", "rollback", "pipeline"}
+DEPLOYMENTS = {
+    "crawl", "ingest", "refresh-anime", "retrain", "retrain-cpu", "evaluate-promote", "rollback", "pipeline",
+}
+INGEST_PARAMS = {
+    "assign_users": 500, "assignments": 1, "discover_online": True, "full_refresh": False, "claim_hours": 6,
+    "refresh_anime": True, "shared_rate_limit": True,
+}
 ROCM_DEVICES = ["/dev/kfd:/dev/kfd:rwm", "/dev/dri:/dev/dri:rwm"]
 
 
@@ -173,10 +179,12 @@ def test_every_deployment_is_on_the_server(server: Server):
     assert set(deployments) == DEPLOYMENTS
     pools = {name: d.work_pool_name for name, d in deployments.items()}
     assert pools == {
-        "crawl": "sprout-cpu", "refresh-anime": "sprout-cpu", "retrain": "sprout-rocm", "retrain-cpu": "sprout-cpu",
-        "evaluate-promote": "sprout-cpu", "rollback": "sprout-cpu", "pipeline": "sprout-cpu",
+        "crawl": "sprout-cpu", "ingest": "sprout-cpu", "refresh-anime": "sprout-cpu", "retrain": "sprout-rocm",
+        "retrain-cpu": "sprout-cpu", "evaluate-promote": "sprout-cpu", "rollback": "sprout-cpu", "pipeline": "sprout-cpu",
     }
     assert deployments["crawl"].work_queue_name == "crawl"
+    # What writes DuckDB from MAL or the spool runs on the store's host, off the crawl queue.
+    assert deployments["ingest"].work_queue_name == deployments["refresh-anime"].work_queue_name == "ingest"
     # Nothing built or pushed; the one pull step is resolved on the worker, at run time.
     for deployment in deployments.values():
         assert deployment.pull_steps == [
@@ -185,7 +193,7 @@ def test_every_deployment_is_on_the_server(server: Server):
         assert deployment.global_concurrency_limit is not None
         assert deployment.global_concurrency_limit.limit == 1
     strategies = {name: d.concurrency_options.collision_strategy.value for name, d in deployments.items()}
-    assert strategies["crawl"] == "CANCEL_NEW" and strategies["evaluate-promote"] == "ENQUEUE"
+    assert strategies["crawl"] == strategies["ingest"] == "CANCEL_NEW" and strategies["evaluate-promote"] == "ENQUEUE"
     for manual in ("rollback", "pipeline", "evaluate-promote"):
         assert deployments[manual].schedules == []
 
@@ -194,6 +202,9 @@ def test_schedules(server: Server):
     crawl = server.deployment("crawl").schedules
     assert len(crawl) == 1 and crawl[0].active
     assert crawl[0].schedule.interval == timedelta(seconds=1800)
+
+    (ingest,) = server.deployment("ingest").schedules
+    assert ingest.active and ingest.schedule.interval == timedelta(seconds=600)
 
     (refresh,) = server.deployment("refresh-anime").schedules
     assert refresh.schedule.cron == "30 4 * * *" and refresh.schedule.timezone == "America/Los_Angeles"
@@ -234,6 +245,9 @@ def test_parameter_forms_are_typed(server: Server):
     assert "min_changed_profiles" in fields("retrain", "RetrainParameters")
     assert {"version", "rules", "promote"} <= set(fields("evaluate-promote", "EvaluatePromoteParameters"))
     assert "reason" in fields("rollback", "RollbackParameters")
+    ingest = fields("ingest", "IngestParameters")
+    assert ingest["assignments"]["minimum"] == 1 and {"assign_users", "claim_hours", "discover_online"} <= set(ingest)
+    assert server.deployment("ingest").parameters == {"params": INGEST_PARAMS}
     assert {"crawl", "retrain", "promotion"} <= set(fields("pipeline", "PipelineParameters"))
     assert server.deployment("crawl").parameters == {"params": {
         "discover_online": True, "max_users": 500, "full_refresh": False, "refresh_anime": True,
@@ -262,6 +276,11 @@ def test_triggers_are_linked_automations(server: Server):
     assert not cpu.enabled and cpu.name == "retrain-cpu: enough changed profiles"
     assert cpu.trigger.expect == retrain.trigger.expect and cpu.actions[0].parameters == retrain.actions[0].parameters
 
+    (ingest,) = server.automations("ingest")
+    assert ingest.enabled and ingest.name == "ingest: lists spooled"
+    assert ingest.trigger.expect == {"sprout.crawl.spooled"}
+    assert ingest.trigger.match.model_dump() == {"prefect.resource.id": "sprout.crawl.*"}
+
     (promote,) = server.automations("evaluate-promote")
     assert promote.enabled and promote.trigger.expect == {"sprout.model.trained"}
     assert promote.trigger.match.model_dump() == {"prefect.resource.id": "sprout.model.*"}
@@ -276,6 +295,15 @@ def test_a_completed_crawl_starts_a_retrain_run(server: Server):
     (run,) = _wait_for(lambda: server.runs_of("retrain"), 30, "a flow run of the retrain deployment")
     assert run.parameters == {"params": {"config": "default", "track": True, "min_changed_profiles": 50}}
     assert server.runs_of("retrain-cpu") == []  # its trigger is off
+
+
+def test_spooled_lists_start_an_ingest_run(server: Server):
+    retrains = len(server.runs_of("retrain"))
+    server.emit("sprout.crawl.spooled", "elsewhere.crawl.1", {"batches_spooled": 2})
+    server.emit("sprout.crawl.spooled", f"sprout.crawl.{uuid.uuid4()}", {"batches_spooled": 4})
+    (run,) = _wait_for(lambda: server.runs_of("ingest"), 30, "a flow run of the ingest deployment")
+    assert run.parameters == {"params": INGEST_PARAMS}
+    assert len(server.runs_of("retrain")) == retrains  # spooled lists are not stored yet: nothing to retrain on
 
 
 def test_a_trained_model_starts_its_evaluation_with_the_version_templated(server: Server):

@@ -1,4 +1,5 @@
-"""``sprout crawl``, ``sprout import``, ``sprout db`` and ``sprout dataset``: data into the store and out as snapshots."""
+"""``sprout crawl``, ``sprout ingest``, ``sprout import``, ``sprout db`` and ``sprout dataset``: data into the
+store and out as snapshots."""
 
 from __future__ import annotations
 
@@ -16,6 +17,23 @@ db_app = typer.Typer(help="Inspect and maintain the DuckDB store.", no_args_is_h
 dataset_app = typer.Typer(help="Immutable dataset snapshots for training.", no_args_is_help=True)
 
 
+SpoolOption = Annotated[
+    str | None,
+    typer.Option("--spool", metavar="LOCATION", help="The spool: a folder or an object-store URL (default: SPROUT_CRAWL_SPOOL)."),
+]
+
+
+def _seed_list(usernames: Path | None) -> list[str] | None:
+    from sprout.mal.discovery import SeedListSource
+
+    if usernames is None:
+        return None
+    try:
+        return asyncio.run(SeedListSource(usernames).discover())
+    except ValueError as error:
+        raise fail(str(error), 2) from None
+
+
 def crawl(
     usernames: Annotated[
         Path | None, typer.Option(help="Crawl exactly the users in this file (one username a line).", exists=True, dir_okay=False)
@@ -25,27 +43,41 @@ def crawl(
     all_users: Annotated[bool, typer.Option("--all", help="Crawl every known user now, due or not.")] = False,
     full: Annotated[bool, typer.Option(help="List whole profiles (catches deletions) instead of incremental.")] = False,
     anime: Annotated[bool, typer.Option(help="Refresh anime metadata older than 30 days.")] = True,
+    spool: SpoolOption = None,
+    direct: Annotated[bool, typer.Option("--direct", help="Write the store directly even when SPROUT_CRAWL_SPOOL is set.")] = False,
+    worker: Annotated[
+        str | None, typer.Option(help="Spool mode: this worker's name; one restarted under the same name resumes its assignment (default: host-pid).")
+    ] = None,
+    assignment: Annotated[str | None, typer.Option(help="Spool mode: crawl only this assignment.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's figures as one JSON object.")] = False,
 ) -> None:
-    """Crawl due users' lists from the MAL API (or the simulator) into DuckDB."""
+    """Crawl due users' lists from the MAL API (or the simulator) into DuckDB.
+
+    With a spool (--spool or SPROUT_CRAWL_SPOOL), crawl the assignments `sprout ingest --assign`
+    handed out on the store's host instead, publishing the lists to the spool: this never opens
+    the store, so it runs on any host.
+    """
     from sprout.crawl.access import StoreFile
     from sprout.crawl.job import CrawlRequest, run_crawl
     from sprout.crawl.policy import CrawlPolicy
     from sprout.store import StoreError
     from sprout.mal.client import MalClient
     from sprout.progress import crawl_progress
-    from sprout.mal.discovery import RecentlyOnlineSource, SeedListSource
+    from sprout.mal.discovery import RecentlyOnlineSource
     from sprout.mal.errors import MalError
 
     settings = load_settings()
     if settings.client_id() is None:
         raise fail("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id (any value for the simulator)", 2)
-    only = None
-    if usernames is not None:
-        try:
-            only = asyncio.run(SeedListSource(usernames).discover())
-        except ValueError as error:
-            raise fail(str(error), 2) from None
+    location = None if direct else spool or settings.crawl_spool
+    if location is not None:
+        if usernames is not None or online or all_users or full:
+            raise fail("in spool mode the store's host chooses the users: `sprout ingest --assign N` there", 2)
+        _crawl_spool(settings, location, worker, assignment, as_json)
+        return
+    if assignment is not None or worker is not None:
+        raise fail("--assignment and --worker belong to spool mode (--spool or SPROUT_CRAWL_SPOOL)", 2)
+    only = _seed_list(usernames)
 
     async def run() -> dict:
         async with MalClient.from_settings(settings) as client:
@@ -68,6 +100,102 @@ def crawl(
         print(json.dumps({"crawl": figures, "store": counts}))
     else:
         print_counts(figures, "crawl run")
+        print_counts(counts, f"store {settings.db_path}")
+
+
+def _crawl_spool(settings, location: str, worker: str | None, assignment: str | None, as_json: bool) -> None:
+    from sprout.crawl.job import crawl_assignments
+    from sprout.crawl.policy import CrawlPolicy
+    from sprout.crawl.spool import Spool, SpoolError
+    from sprout.mal.client import MalClient
+    from sprout.mal.errors import MalError
+    from sprout.progress import crawl_progress
+
+    async def run() -> dict:
+        async with MalClient.from_settings(settings) as client:
+            with crawl_progress(not as_json) as progress:
+                stats = await crawl_assignments(
+                    Spool(location), client, CrawlPolicy.from_settings(settings), worker=worker,
+                    assignment=assignment, progress=progress,
+                )
+            return stats.as_dict()
+
+    try:
+        figures = asyncio.run(run())
+    except (MalError, SpoolError, OSError) as error:
+        raise fail(str(error)) from None
+    if as_json:
+        print(json.dumps({"crawl": figures, "spool": location}))
+    else:
+        print_counts(figures, f"crawl run into the spool {location}")
+
+
+def ingest(
+    spool: SpoolOption = None,
+    assign: Annotated[int, typer.Option(min=0, help="Then hand out up to this many due users to crawl workers.")] = 0,
+    parts: Annotated[int, typer.Option(min=1, help="Split them into this many assignments (one per worker).")] = 1,
+    usernames: Annotated[
+        Path | None, typer.Option(help="Hand out exactly the users in this file (one username a line), due or not.", exists=True, dir_okay=False)
+    ] = None,
+    online: Annotated[bool, typer.Option(help="Discover users on the recently-online page before handing out.")] = False,
+    all_users: Annotated[bool, typer.Option("--all", help="Hand out known users due or not (up to --assign).")] = False,
+    full: Annotated[bool, typer.Option(help="Have the workers list whole profiles.")] = False,
+    claim_hours: Annotated[
+        float, typer.Option(min=0.001, help="Hours handed-out users stay with their worker before they can be handed out again.")
+    ] = 6.0,
+    as_json: AsJson = False,
+) -> None:
+    """Apply what crawl workers published to the spool (in order, each batch once), then hand out
+    the next due users as assignments. Run it on the store's host: it is the store's one writer."""
+    from contextlib import AsyncExitStack
+    from datetime import timedelta
+
+    from sprout.crawl.access import StoreFile
+    from sprout.crawl.ingest import ingest_spool
+    from sprout.crawl.job import CrawlRequest, hand_out
+    from sprout.crawl.policy import CrawlPolicy
+    from sprout.crawl.spool import Spool, SpoolError
+    from sprout.mal.client import MalClient
+    from sprout.mal.discovery import RecentlyOnlineSource
+    from sprout.mal.errors import MalError
+    from sprout.store import StoreError
+
+    settings = load_settings()
+    location = spool or settings.crawl_spool
+    if location is None:
+        raise fail("no spool: pass --spool LOCATION or set SPROUT_CRAWL_SPOOL", 2)
+    if online and settings.client_id() is None:
+        raise fail("SPROUT_MAL_CLIENT_ID is not set: discovery needs a client id", 2)
+    only = _seed_list(usernames)
+    policy = CrawlPolicy.from_settings(settings)
+
+    async def run() -> tuple[dict, list]:
+        the_spool = Spool(location)
+        store = StoreFile(settings.db_path, wait_s=30.0)
+        stats = await ingest_spool(the_spool, store, policy=policy)
+        if not assign and only is None:
+            return stats.as_dict(), []
+        async with AsyncExitStack() as stack:  # MAL is asked only to discover users
+            client = await stack.enter_async_context(MalClient.from_settings(settings)) if online else None
+            request = CrawlRequest(
+                sources=[RecentlyOnlineSource(client)] if client else [], only_usernames=only, max_users=assign,
+                ignore_schedule=all_users, force_full=full, policy=policy,
+            )
+            handed = await hand_out(store, the_spool, request, parts=parts, claim_for=timedelta(hours=claim_hours))
+        return stats.as_dict(), [{"name": a.name, "users": len(a.users)} for a in handed]
+
+    try:
+        figures, assignments = asyncio.run(run())
+    except (MalError, SpoolError, StoreError, OSError) as error:
+        raise fail(str(error)) from None
+    with open_store(settings.db_path, read_only=True) as store:
+        counts = store.counts()
+    if as_json:
+        print(json.dumps({"ingest": figures, "assignments": assignments, "store": counts}))
+    else:
+        print_counts(figures, f"ingested from {location}")
+        for handed in assignments:
+            console.print(f"handed out {handed['users']} users as assignment {handed['name']}")
         print_counts(counts, f"store {settings.db_path}")
 
 

@@ -6,7 +6,7 @@ import typer
 
 from sprout.malsim.cli import app as malsim_app
 
-from .data import crawl, dataset_app, db_app, import_app
+from .data import crawl, dataset_app, db_app, import_app, ingest
 from .models import evaluate, models_app
 from .recommend import recommend
 from .serve import serve  # imports no BentoML; the service process does
@@ -15,6 +15,7 @@ from .training import train
 
 app = typer.Typer(help="Sprout: crawl MAL profiles, train, evaluate, promote and serve recommendations.", no_args_is_help=True)
 app.command()(crawl)
+app.command()(ingest)
 app.add_typer(import_app, name="import")
 app.add_typer(db_app, name="db")
 app.add_typer(dataset_app, name="dataset")

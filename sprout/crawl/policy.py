@@ -1,4 +1,4 @@
-"""When each user is crawled next, and how: pure rules, no I/O."""
+"""When each user is crawled next, how, and what a failed fetch records: pure rules, no I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from sprout.mal.errors import MalError, PrivateList, UserNotFound
 from sprout.store.diff import DeletionGuard
+from sprout.store.records import DueUser, UserOutcome
 
 if TYPE_CHECKING:
     from sprout.config import Settings
@@ -78,3 +80,17 @@ def error_retry_at(now: datetime, failed_attempts: int, policy: CrawlPolicy) -> 
     exponent = max(failed_attempts - 1, 0)
     delay = policy.error_backoff_first * (2 ** min(exponent, 20))
     return now + min(delay, policy.error_backoff_max)
+
+
+def failure_outcome(error: BaseException, due: DueUser, now: datetime, policy: CrawlPolicy) -> UserOutcome:
+    """What a fetch (or a list the store refused) that failed with ``error`` records for ``due``:
+    private and not found are rechecked after their own delays, anything else backs off."""
+    if isinstance(error, UserNotFound):
+        return UserOutcome(due.username, "not_found", 404, None, now, now + policy.not_found_recheck_after)
+    if isinstance(error, PrivateList):
+        return UserOutcome(due.username, "private", 403, None, now, now + policy.private_recheck_after)
+    status = getattr(error, "last_status", None) or getattr(error, "status", None)
+    status = status if isinstance(status, int) else None
+    retry_at = error_retry_at(now, due.attempts + 1, policy)
+    message = str(error) if isinstance(error, MalError) else f"{type(error).__name__}: {error}"
+    return UserOutcome(due.username, "error", status, message[:500], now, retry_at)

@@ -1,9 +1,11 @@
-"""Fetch due users' lists concurrently and write them in batched transactions.
+"""Fetch due users' lists concurrently and hand them to a writer in batches.
 
-Fetchers run concurrently (the client bounds requests in flight and the rate); one writer drains
-their results into the store in batches, each batch one transaction in a short store session
-(the file is not held while fetching). A run killed at any point loses only fetched-but-unwritten
-lists, whose users stay due and are fetched again on resume.
+Fetchers run concurrently (the client bounds requests in flight and the rate); one loop drains
+their results into batches (`batch.ListBatch`) for the writer: the store itself
+(`ingest.StoreWriter`: each batch one transaction in a short store session, the file not held
+while fetching) or the spool (`spool.SpoolWriter`: each batch one published file, applied later
+by the store's host). A run killed at any point loses only fetched-but-unwritten lists, whose
+users stay due and are fetched again on resume.
 
 Whatever goes wrong with one user (an error of any kind while fetching, a list the store refuses)
 is that user's outcome, with backoff; only a store that cannot be written at all fails the run.
@@ -16,14 +18,16 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sprout.crawl.access import StoreAccess, as_access, in_session
-from sprout.crawl.policy import CrawlPolicy, error_retry_at, plan_fetch
+from sprout.crawl.access import StoreAccess
+from sprout.crawl.batch import BatchResult, ListBatch
+from sprout.crawl.ingest import StoreWriter
+from sprout.crawl.policy import CrawlPolicy, failure_outcome, plan_fetch
 from sprout.crawl.stats import CrawlStats
 from sprout.mal.client import MalClient
-from sprout.mal.errors import MalError, PrivateList, Throttled, UserNotFound
+from sprout.mal.errors import MalError, Throttled
 from sprout.store import DueUser, Store, UserListWrite, UserOutcome
-from sprout.store.entries import GuardedChange, write_guarded_lists
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +40,19 @@ class _Fetched:
     write: UserListWrite
 
 
-def _failure_outcome(error: BaseException, due: DueUser, now: datetime, policy: CrawlPolicy) -> UserOutcome:
-    if isinstance(error, UserNotFound):
-        return UserOutcome(due.username, "not_found", 404, None, now, now + policy.not_found_recheck_after)
-    if isinstance(error, PrivateList):
-        return UserOutcome(due.username, "private", 403, None, now, now + policy.private_recheck_after)
-    status = getattr(error, "last_status", None) or getattr(error, "status", None)
-    status = status if isinstance(status, int) else None
-    retry_at = error_retry_at(now, due.attempts + 1, policy)
-    message = str(error) if isinstance(error, MalError) else f"{type(error).__name__}: {error}"
-    return UserOutcome(due.username, "error", status, message[:500], now, retry_at)
+class BatchWriter(Protocol):
+    async def write(self, batch: ListBatch) -> BatchResult:
+        """Store or publish ``batch``; what became of it."""
+        ...
 
 
 class ProfileCrawler:
-    """Crawls a list of due users into the store; reuse one per run."""
+    """Crawls a list of due users into the store (given a `Store` or `StoreAccess`) or another
+    `BatchWriter`; reuse one per run."""
 
     def __init__(
         self,
-        store: Store | StoreAccess,
+        target: Store | StoreAccess | BatchWriter,
         client: MalClient,
         policy: CrawlPolicy,
         *,
@@ -62,19 +61,23 @@ class ProfileCrawler:
         batch_size: int = 128,
         progress: Progress | None = None,
     ) -> None:
-        self.access = as_access(store)
+        direct = isinstance(target, Store) or hasattr(target, "session")  # a store, or access to one
+        self.writer: BatchWriter = StoreWriter(target, policy) if direct else target
         self.client = client
         self.policy = policy
         self.clock = clock
         self.workers = workers
         self.batch_size = batch_size
         self.progress = progress
-        self.guard = policy.deletion_guard()
         # username -> final state of this run ("ok", "private", "not_found", "error", "throttled")
         self.outcomes: dict[str, str] = {}
         self._due: dict[str, DueUser] = {}
 
-    async def run(self, due: Sequence[DueUser], stats: CrawlStats, *, force_full: bool = False) -> None:
+    async def run(
+        self, due: Sequence[DueUser], stats: CrawlStats, *, force_full: bool = False, fetch_until: datetime | None = None
+    ) -> None:
+        """Fetch ``due`` and write what comes back; users not started by ``fetch_until`` (when
+        their claim runs out) are left for a later crawl."""
         by_name = {d.username: d for d in due}
         self._due.update(by_name)
         pending: asyncio.Queue[DueUser] = asyncio.Queue()
@@ -88,6 +91,9 @@ class ProfileCrawler:
                     user = pending.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                if fetch_until is not None and self.clock() >= fetch_until:
+                    stats.users_claim_expired += 1
+                    continue
                 for result in await self._fetch_one(user, by_name, stats, force_full):
                     results.put_nowait(result)
 
@@ -138,7 +144,7 @@ class ProfileCrawler:
         except Exception as error:  # any failure is this user's, never the run's
             if not isinstance(error, MalError):
                 log.warning("fetching %s failed unexpectedly", user.username, exc_info=True)
-            outcome = _failure_outcome(error, by_name.get(user.username, user), now, self.policy)
+            outcome = failure_outcome(error, by_name.get(user.username, user), now, self.policy)
             self.outcomes[user.username] = outcome.state
             return [outcome]
         self.outcomes[user.username] = "ok"
@@ -159,47 +165,38 @@ class ProfileCrawler:
         return [_Fetched(write)]
 
     async def _flush(self, writes: list[UserListWrite], marks: dict[str, UserOutcome], stats: CrawlStats) -> None:
-        if writes:
-            written, failed = await self._write_lists(writes)
-            for change in written:
-                stats.entries_added += change.counts.added
-                stats.entries_changed += change.counts.changed
-                stats.entries_deleted += change.counts.deleted
-                stats.profiles_changed += bool(change.counts.total)
-                stats.users_deletions_held += bool(change.held)
-                stats.entries_deletions_held += change.held
-            for write, error in failed:
-                due = self._due.get(write.username) or DueUser(write.username, "pending", None, None, 0)
-                marks[write.username] = _failure_outcome(error, due, write.fetched_at, self.policy)
-                self.outcomes[write.username] = "error"
-        if marks:
-            await in_session(self.access, lambda store: store.mark_users(list(marks.values())))
+        if not writes and not marks:
+            return
+        result = await self.writer.write(self._batch(writes, marks))
+        for change in result.changes:
+            stats.entries_added += change.counts.added
+            stats.entries_changed += change.counts.changed
+            stats.entries_deleted += change.counts.deleted
+            stats.profiles_changed += bool(change.counts.total)
+            stats.users_deletions_held += bool(change.held)
+            stats.entries_deletions_held += change.held
+        for username in result.refused:
+            self.outcomes[username] = "error"
+        stats.batches_spooled += result.published is not None
 
-    async def _write_lists(
-        self, writes: list[UserListWrite]
-    ) -> tuple[list[GuardedChange], list[tuple[UserListWrite, Exception]]]:
-        """The batch in one transaction; should the store refuse it, each list alone, so that one
-        bad list costs only its own user. Returns the changes written and the lists refused (a
-        store that cannot be written at all still fails the run: marking those users fails too)."""
-
-        def write(store: Store, batch: list[UserListWrite]) -> list[GuardedChange]:
-            with store.transaction() as connection:
-                return write_guarded_lists(connection, batch, self.guard)
-
-        def write_each(store: Store) -> tuple[list[GuardedChange], list[tuple[UserListWrite, Exception]]]:
+    def _batch(self, writes: list[UserListWrite], marks: dict[str, UserOutcome]) -> ListBatch:
+        """The flush as a batch; a list that does not fit the store's types (an id beyond 32
+        bits, say) becomes its user's error instead of failing the others."""
+        try:
+            return ListBatch.from_records(writes, marks.values())
+        except Exception:  # find the list(s) at fault below
+            log.warning("a batch of %d lists does not convert; converting them one by one", len(writes), exc_info=True)
+        kept = []
+        for write in writes:
             try:
-                return write(store, writes), []
-            except Exception:  # find the list(s) at fault below
-                log.warning("a batch of %d lists failed to write; writing them one by one", len(writes), exc_info=True)
-            written, failed = [], []
-            for one in writes:
-                try:
-                    written.extend(write(store, [one]))
-                except Exception as error:  # recorded as this user's error
-                    failed.append((one, error))
-            return written, failed
-
-        return await in_session(self.access, write_each)
+                ListBatch.from_records([write])
+            except Exception as error:  # recorded as this user's error
+                due = self._due.get(write.username) or DueUser(write.username, "pending", None, None, 0)
+                marks[write.username] = failure_outcome(error, due, write.fetched_at, self.policy)
+                self.outcomes[write.username] = "error"
+            else:
+                kept.append(write)
+        return ListBatch.from_records(kept, marks.values())
 
     def _count_outcomes(self, stats: CrawlStats) -> None:
         for state in self.outcomes.values():

@@ -27,6 +27,9 @@ class CrawlStats:
     entries_skipped: int = 0  # list items that broke the documented shape (ids beyond 32 bits, say)
     users_deletions_held: int = 0  # full lists whose mass deletion waits for a later listing to agree
     entries_deletions_held: int = 0  # rows those lists would have deleted
+    assignments: int = 0  # spool mode: assignments taken and crawled
+    users_claim_expired: int = 0  # spool mode: handed-out users left unfetched, their claim ran out first
+    batches_spooled: int = 0  # spool mode: batches published for the store's host to apply
     anime_refreshed: int = 0
     anime_missing: int = 0
     anime_failed: int = 0

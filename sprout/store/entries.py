@@ -78,7 +78,7 @@ WHERE crawl_state.username = u.username
 """
 
 
-def _entries_table(writes: list[UserListWrite]) -> pa.Table:
+def entries_table(writes: list[UserListWrite]) -> pa.Table:
     """All entries of ``writes`` as one Arrow table."""
     fields = [entry.__dict__ for entry in chain.from_iterable(write.entries for write in writes)]
     sizes = np.array([len(write.entries) for write in writes], dtype=np.int64)
@@ -94,7 +94,8 @@ def _entries_table(writes: list[UserListWrite]) -> pa.Table:
     )
 
 
-def _writes_table(writes: list[UserListWrite], http_status: int | None) -> pa.Table:
+def writes_table(writes: list[UserListWrite], http_status: int | None = 200) -> pa.Table:
+    """One `WRITE_SCHEMA` row per write."""
     return pa.Table.from_pylist(
         [
             {
@@ -136,9 +137,18 @@ def write_guarded_lists(
     for batch in unique_rounds(list(enumerate(writes)), key=lambda indexed: indexed[1].username):
         indices, batch_writes = zip(*batch)
         batch_writes = list(batch_writes)
-        found = _write(connection, _entries_table(batch_writes), _writes_table(batch_writes, 200), "crawl", guard)
+        found = write_guarded_tables(connection, entries_table(batch_writes), writes_table(batch_writes), guard)
         changes.update(zip(indices, found))
     return [changes[index] for index in range(len(writes))]
+
+
+def write_guarded_tables(
+    connection: duckdb.DuckDBPyConnection, entries: pa.Table, writes: pa.Table, guard: DeletionGuard | None,
+    source: str = "crawl",
+) -> list[GuardedChange]:
+    """`write_guarded_lists` for lists already in Arrow: ``entries`` as ``ENTRY_SCHEMA``, ``writes``
+    as ``WRITE_SCHEMA`` with one write per username (see `write_tables`)."""
+    return _write(connection, entries, writes, source, guard)
 
 
 def write_tables(

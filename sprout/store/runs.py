@@ -82,7 +82,8 @@ def last_crawl_run(connection: duckdb.DuckDBPyConnection, status: str | None = N
 
 
 def profiles_changed_since(connection: duckdb.DuckDBPyConnection, since: datetime | None) -> int:
-    """Users whose stored list changed in crawl runs that finished after ``since`` (all when None).
+    """Users whose stored list changed in crawl runs that finished after ``since`` (all when None),
+    and in spooled batches applied after it.
 
     Failed runs count too: what they stored before failing is in the store.
     """
@@ -90,9 +91,12 @@ def profiles_changed_since(connection: duckdb.DuckDBPyConnection, since: datetim
         scalar(
             connection,
             """
-            SELECT coalesce(sum(CAST(json_extract(stats, '$.profiles_changed') AS BIGINT)), 0) FROM crawl_runs
-            WHERE stats IS NOT NULL AND (?::TIMESTAMPTZ IS NULL OR finished_at > ?::TIMESTAMPTZ)
+            SELECT (SELECT coalesce(sum(CAST(json_extract(stats, '$.profiles_changed') AS BIGINT)), 0)
+                    FROM crawl_runs
+                    WHERE stats IS NOT NULL AND (?::TIMESTAMPTZ IS NULL OR finished_at > ?::TIMESTAMPTZ))
+                 + (SELECT coalesce(sum(profiles_changed), 0) FROM spool_batches
+                    WHERE ?::TIMESTAMPTZ IS NULL OR applied_at > ?::TIMESTAMPTZ)
             """,
-            [since, since],
+            [since, since, since, since],
         )
     )

@@ -160,6 +160,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE crawl_state ADD COLUMN mass_deletion_held_at TIMESTAMPTZ",
         ),
     ),
+    Migration(
+        7,
+        "spooled crawls: claims on handed-out users and the batches applied",
+        (
+            # A user handed to a crawl worker (see sprout.crawl.assignments) is claimed by that
+            # assignment until claimed_until: no other crawl picks them meanwhile. Applying the
+            # worker's batch, or the claim running out, frees them.
+            "ALTER TABLE crawl_state ADD COLUMN claimed_by VARCHAR",
+            "ALTER TABLE crawl_state ADD COLUMN claimed_until TIMESTAMPTZ",
+            # One row per spooled batch applied, written in the batch's own transaction: a batch
+            # whose name is here is never applied again (sprout.crawl.ingest).
+            """
+            CREATE TABLE spool_batches (
+                name VARCHAR PRIMARY KEY,
+                run_id VARCHAR,  -- the crawl run that fetched it
+                assignment VARCHAR,  -- the assignment it answers (NULL: published without one)
+                applied_at TIMESTAMPTZ NOT NULL,
+                lists INTEGER NOT NULL,
+                outcomes INTEGER NOT NULL,
+                entries BIGINT NOT NULL,  -- list rows the batch carried
+                entries_added BIGINT NOT NULL,
+                entries_changed BIGINT NOT NULL,
+                entries_deleted BIGINT NOT NULL,
+                profiles_changed INTEGER NOT NULL  -- counted by retraining like crawl_runs.stats
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

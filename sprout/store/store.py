@@ -94,16 +94,18 @@ class Store:
         with self.transaction() as connection:
             return crawl_state.add_users(connection, usernames, source, now)
 
-    def due_users(self, now: datetime | None, limit: int) -> list[DueUser]:
+    def due_users(self, now: datetime | None, limit: int, *, unclaimed_at: datetime | None = None) -> list[DueUser]:
         """Up to ``limit`` users due by ``now`` (None: all, ignoring the schedule):
-        never-crawled first in discovery order, then the stalest."""
+        never-crawled first in discovery order, then the stalest. Users claimed by a crawl
+        worker past ``unclaimed_at`` (default ``now``) are left out."""
         with self.transaction() as connection:
-            return crawl_state.due_users(connection, now, limit)
+            return crawl_state.due_users(connection, now, limit, unclaimed_at=unclaimed_at)
 
-    def user_states(self, usernames: Iterable[str]) -> list[DueUser]:
-        """The crawl state of the named users, in the order given (unknown names left out)."""
+    def user_states(self, usernames: Iterable[str], *, unclaimed_at: datetime | None = None) -> list[DueUser]:
+        """The crawl state of the named users, in the order given (unknown names left out, and
+        with ``unclaimed_at`` so are users claimed past it)."""
         with self.transaction() as connection:
-            return crawl_state.user_states(connection, usernames)
+            return crawl_state.user_states(connection, usernames, unclaimed_at=unclaimed_at)
 
     def mark_users(self, outcomes: list[UserOutcome]) -> None:
         """Record fetches that brought no list; stored entries stay."""
