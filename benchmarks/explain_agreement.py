@@ -28,6 +28,7 @@ from quality_http import fold_in_profile
 from results import write_result
 from sprout.evaluation.held_out import held_out_users
 from sprout.inference.engine import Recommender
+from sprout.inference.network import EXACT_HEAD
 from sprout.inference.requests import ExplainRequest
 from sprout.model.artifact import write_model_artifact
 from sprout.training.loop import train
@@ -62,6 +63,30 @@ def p50_ms(engine: Recommender, requests: list[ExplainRequest]) -> float:
     return 1000 * float(np.median(times))
 
 
+def trained_artifact(data: Path, seed: int, home: Path):
+    """The default recipe trained on one anime-5k split: (snapshot, model artifact folder)."""
+    snapshot = build_snapshots(data, home / "anime-5k", [seed])[0]
+    model_config, train_config = default_recipe(snapshot)
+    result = train(snapshot, model_config, train_config, home / "run")
+    return snapshot, write_model_artifact(home / "models", result.model, snapshot, {"metrics": {}})[1]
+
+
+def explain_requests(snapshot, users: int) -> list[ExplainRequest]:
+    test = held_out_users(snapshot, "test")
+    return [
+        ExplainRequest(profile=fold_in_profile(test, row, snapshot.corpus.anime_ids), top_k=20)
+        for row in range(min(users, test.n_users))
+    ]
+
+
+def compared(exact: Recommender, approximate: Recommender, requests: list[ExplainRequest]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for request in requests:
+        counts = agreement(exact.explain(request), approximate.explain(request))
+        totals = {key: totals.get(key, 0) + value for key, value in counts.items()}
+    return totals
+
+
 def main(
     data: Path = typer.Option(DATA, help="Folder of the anime-5k data set."),
     seed: int = typer.Option(98765, help="Split seed."),
@@ -70,33 +95,20 @@ def main(
     if not (data / "anime_history.dat").is_file():
         raise typer.BadParameter(f"no anime-5k data at {data}")
     with tempfile.TemporaryDirectory(prefix="sprout-explain-agreement-") as scratch:
-        home = Path(scratch)
-        snapshot = build_snapshots(data, home, [seed])[0]
-        test = held_out_users(snapshot, "test")
-        model_config, train_config = default_recipe(snapshot)
-        result = train(snapshot, model_config, train_config, home / "run")
-        _, folder = write_model_artifact(home / "models", result.model, snapshot, {"metrics": {}})
+        snapshot, folder = trained_artifact(data, seed, Path(scratch))
         exact = Recommender.load(folder, devices=1)
         approximate = Recommender.load(folder, devices=1, explain_normaliser="first_order")
-        anime_ids = snapshot.corpus.anime_ids
-        requests = [
-            ExplainRequest(profile=fold_in_profile(test, row, anime_ids), top_k=20)
-            for row in range(min(users, test.n_users))
-        ]
-        totals: dict[str, int] = {}
-        lengths = []
-        for request in requests:
-            counts = agreement(exact.explain(request), approximate.explain(request))
-            totals = {key: totals.get(key, 0) + value for key, value in counts.items()}
-            lengths.append(len(request.profile))
-        longest = np.argsort(lengths)[-1]
-        long_profile = [{"anime_id": int(i), "score": 7, "status": "completed"} for i in anime_ids[:300]]
+        requests = explain_requests(snapshot, users)
+        totals = compared(exact, approximate, requests)
+        lengths = [len(request.profile) for request in requests]
+        long_profile = [{"anime_id": int(i), "score": 7, "status": "completed"} for i in snapshot.corpus.anime_ids[:300]]
         long_request = ExplainRequest(profile=long_profile, top_k=20)
         timing = {
             "exact_p50_ms": p50_ms(exact, requests), "first_order_p50_ms": p50_ms(approximate, requests),
             "exact_300_entries_ms": p50_ms(exact, [long_request] * 15),
             "first_order_300_entries_ms": p50_ms(approximate, [long_request] * 15),
         }
+        model_config = exact.network.config.model_dump()
     n = totals["recommendations"]
     figures = {
         "top3_identical_share": totals["ordered"] / n,
@@ -105,13 +117,14 @@ def main(
         "same_most_impactful_share": totals["same_impactful"] / len(requests),
         "recommendations_compared": n,
         "first_order_ms": {"p50": timing["first_order_p50_ms"], "entries_300": timing["first_order_300_entries_ms"]},
+        "exact_head": EXACT_HEAD,
         "goals": {"top3_identical_share": GOAL},
     }
     baselines = {"exact_ms": {"p50": timing["exact_p50_ms"], "entries_300": timing["exact_300_entries_ms"]}}
     path = write_result("explain_agreement", {
         "data": "anime-5k", "seed": seed, "users": len(requests), "corpus_size": snapshot.manifest.corpus_size,
-        "model_config": result.model.config.model_dump(), "profile_entries": {
-            "median": float(np.median(lengths)), "max": int(lengths[longest])},
+        "model_config": model_config,
+        "profile_entries": {"median": float(np.median(lengths)), "max": int(max(lengths))},
         "figures": figures, "baselines": baselines,
     })
     print(f"top-3 contributors identical for {figures['top3_identical_share']:.1%} of {n} recommendations "

@@ -69,7 +69,7 @@ def main(
         raise typer.BadParameter(f"no anime-5k data at {data}")
     with tempfile.TemporaryDirectory(prefix="sprout-quality-http-") as scratch:
         home = Path(scratch)
-        snapshot = build_snapshots(data, home, [seed])[0]
+        snapshot = build_snapshots(data, home / "anime-5k", [seed])[0]
         test, validation = held_out_users(snapshot, "test"), held_out_users(snapshot, "validation")
         ease = EaseEvaluator.tuned(snapshot.split("train"), validation).evaluate(test)
         model_config, train_config = default_recipe(snapshot)

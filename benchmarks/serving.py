@@ -44,11 +44,13 @@ PROFILE_LENGTH = 300
 DATASET_HASH = "be" * 32
 
 
-def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> dict[bool, tuple[Path, str, Path]]:
-    """Two model stores on one 6,000-show synthetic corpus, each with one promoted default-size
-    model: with the item-item path (key True) and without it (key False), same deep weights.
+def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> dict[str, tuple[Path, str, Path]]:
+    """Three model stores on one 6,000-show synthetic corpus, each with one promoted model: the
+    reference widths with the item-item path ("hybrid") and without it ("deep", same deep
+    weights), and the compact widths the default recipe trains below 20,000 users, with the
+    item-item path ("compact").
 
-    Returns {item_item: (store folder, version, artifact folder in the store)}.
+    Returns {name: (store folder, version, artifact folder in the store)}.
     """
     import jax.numpy as jnp
     from flax import nnx
@@ -59,7 +61,7 @@ def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> dict[bo
     from sprout.malsim.synthetic_population import synthetic_population
     from sprout.model.autoencoder import Autoencoder
     from sprout.model.config import ModelConfig
-    from sprout.training.presets import get_preset
+    from sprout.training.presets import COMPACT_WIDTHS, get_preset
     from sprout.store import Store
     from sprout.model.artifact import write_model_artifact
     from sprout.training.run import build_dataset
@@ -71,18 +73,19 @@ def default_model_store(home: Path, users: int = 3000, seed: int = 0) -> dict[bo
     snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
     size = len(snapshot.corpus.anime_ids)
     stores = {}
-    for item_item in (False, True):
-        model = Autoencoder(ModelConfig(corpus_size=size, item_item=item_item), nnx.Rngs(seed))
+    variants = {"deep": ({}, False), "hybrid": ({}, True), "compact": (COMPACT_WIDTHS, True)}
+    for name, (widths, item_item) in variants.items():
+        model = Autoencoder(ModelConfig(corpus_size=size, item_item=item_item, **widths), nnx.Rngs(seed))
         if item_item:
             weights = np.random.default_rng(seed).normal(0.0, 0.01, (size, size)).astype(np.float32)
             np.fill_diagonal(weights, 0.0)
             model.item_item.value = jnp.asarray(weights)
             model.linear_scale.value = jnp.asarray(1.0, jnp.float32)
-        _, folder = write_model_artifact(home / f"models-{item_item}", model, snapshot, {"metrics": {}})
-        registry = ModelRegistry(home / f"bentoml-{item_item}" / "models")
+        _, folder = write_model_artifact(home / f"models-{name}", model, snapshot, {"metrics": {}})
+        registry = ModelRegistry(home / f"bentoml-{name}" / "models")
         version = registry.register(folder, dataset_hash=DATASET_HASH, wandb_run_id=None, metrics={})
         registry.promote(version, "benchmark")
-        stores[item_item] = (registry.store_dir, version, registry.artifact_path(version))
+        stores[name] = (registry.store_dir, version, registry.artifact_path(version))
     return stores
 
 
@@ -286,10 +289,13 @@ def pass_costs(config, profile_length: int, top_k: int) -> dict[str, float]:
     recommend_macs = profile_length * (2 * hidden + corpus) + shared + config.decoder_hidden[-1] * top_k
     recommend_bytes = 4 * (profile_length * (2 * hidden + corpus) + shared + config.decoder_hidden[-1] * top_k)
     explain_macs = profile_length * (hidden * z + presence + features + config.decoder_hidden[-1] * (top_k + 1))
-    # The first-order normaliser reads the presence head's output layer at the candidates only,
-    # plus one W·p product per hold-out chunk.
+    # The first-order normaliser reads the presence head's output layer at its exact head and the
+    # candidates only, plus one W·p_tail product per hold-out chunk.
+    from sprout.inference.network import EXACT_HEAD
+
+    head = min(EXACT_HEAD, corpus) + top_k
     first_order_macs = (
-        profile_length * (hidden * z + head_macs(config, top_k + 1) + features + config.decoder_hidden[-1] * (top_k + 1))
+        profile_length * (hidden * z + head_macs(config, head) + features + config.decoder_hidden[-1] * (top_k + 1))
         + config.decoder_hidden[-1] * corpus
     )
     return {"recommend_gflop": 2 * recommend_macs / 1e9, "recommend_mb_read": recommend_bytes / 1e6,
@@ -378,18 +384,22 @@ def main(
 
     home = Path(tempfile.mkdtemp(prefix="sprout-serving-bench-"))
     stores = default_model_store(home, users)
-    store_dir, version, artifact = stores[True]
+    store_dir, version, artifact = stores["hybrid"]
     corpus_ids = np.asarray(json.loads((artifact / "corpus.json").read_text())["anime_ids"])
     profile = benchmark_profile(corpus_ids)
     recommend_body = {"profile": profile, "top_k": 50, "hide_unwatched_sequels": False}
     explain_body = {"profile": profile, "top_k": 20, "hide_unwatched_sequels": False}
     rows: list[tuple[str, str, str]] = []
 
-    deep_store = stores[False][0]
+    deep_store = stores["deep"][0]
     with LocalServer(deep_store, home / "serve-deep.log", ready_timeout_s=1200) as server:
         with httpx.Client(base_url=server.url, timeout=300) as http:
             deep_recommend = percentiles(time_calls(lambda: http.post("/recommend", json=recommend_body), requests))
             deep_explain = percentiles(time_calls(lambda: http.post("/explain", json=explain_body), explains))
+    with LocalServer(stores["compact"][0], home / "serve-compact.log", ready_timeout_s=1200) as server:
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            compact_recommend = percentiles(time_calls(lambda: http.post("/recommend", json=recommend_body), requests))
+            compact_explain = percentiles(time_calls(lambda: http.post("/explain", json=explain_body), explains))
 
     started = time.perf_counter()
     with LocalServer(store_dir, home / "serve.log", ready_timeout_s=1200) as server:
@@ -406,6 +416,9 @@ def main(
             loaded = percentiles(latencies)
             compilations = http.get("/model").headers["X-Sprout-Compilations"]
     rows += [
+        ("compact widths: HTTP /recommend p50 / p99", f"{compact_recommend[0]:.1f} / {compact_recommend[1]:.1f} ms",
+         "the default recipe below 20,000 users"),
+        ("compact widths: HTTP /explain p50 / p99", f"{compact_explain[0]:.1f} / {compact_explain[1]:.1f} ms", ""),
         ("deep network alone: HTTP /recommend p50 / p99", f"{deep_recommend[0]:.1f} / {deep_recommend[1]:.1f} ms",
          "same weights, no item-item path"),
         ("deep network alone: HTTP /explain p50 / p99", f"{deep_explain[0]:.1f} / {deep_explain[1]:.1f} ms", ""),
@@ -461,6 +474,9 @@ def main(
         "figures": {
             "recommend_ms": {"p50": recommend[0], "p99": recommend[1]},
             "explain_ms": {"p50": explain[0], "p99": explain[1]},
+            "compact": {"recommend_ms": {"p50": compact_recommend[0], "p99": compact_recommend[1]},
+                        "explain_ms": {"p50": compact_explain[0], "p99": compact_explain[1]},
+                        "widths": "600 → 200 → 600, with the item-item path"},
             "recommend_8_clients": {"requests_per_s": answered / elapsed, "failed": failed,
                                     "p50_ms": loaded[0], "p99_ms": loaded[1]},
             "compilations_after_warm_up": int(compilations),

@@ -164,7 +164,7 @@ def main(
 
     load_average = os.getloadavg()[0]  # other jobs on the machine share its cores
     home = Path(tempfile.mkdtemp(prefix="sprout-serving-isolation-"))
-    store_dir, _, artifact = default_model_store(home, users)[True]
+    store_dir, _, artifact = default_model_store(home, users)["hybrid"]
     corpus_ids = np.asarray(json.loads((artifact / "corpus.json").read_text())["anime_ids"])
     plain, explained = request_bodies(corpus_ids)
     with LocalServer(store_dir, home / "serve.log", ready_timeout_s=1200) as server:

@@ -114,7 +114,8 @@ class ServeSettings(BaseSettings):
     explain_normaliser: Literal["exact", "first_order"] = Field(
         "exact",
         description="How /explain computes each held-out row's softmax normaliser: exactly over every show, or "
-        "to first order around the whole profile (a third of the FLOPs; contributors measured against exact).",
+        "with the 512 most probable shows exact and the rest to first order (fewer FLOPs; contributors measured "
+        "against exact by benchmarks/explain_agreement.py).",
     )
 
     def environment(self) -> dict[str, str]:

@@ -63,8 +63,10 @@ COLUMN_BUCKETS = (64, 512)  # top_k <= 500 and the 50 shows explanations weigh f
 # equal: the 64- and 256-row executables round alike there, the tiny test model's do not).
 PACED_ROW_CHUNK = 64
 _SMALLEST_LENGTH = 16
-# How a held-out row's softmax normaliser is computed (see `held_out_outputs`).
+# How a held-out row's softmax normaliser is computed (see `held_out_outputs`), and how many of
+# the whole profile's most probable shows the first-order one sums exactly.
 NORMALISERS = ("exact", "first_order")
+EXACT_HEAD = 512
 
 
 def length_buckets(corpus_size: int) -> tuple[int, ...]:
@@ -162,7 +164,7 @@ def rating_output_rows(model: Autoencoder) -> jax.Array:
 
 
 def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, items, values, mask, columns, *,
-                     normaliser: str = "exact"):
+                     normaliser: str = "exact", exact_head: int = 0):
     """Outputs with each entry held out in turn.
 
     rating_rows [C, D] (`rating_output_rows`), pre [H], x B [C] and log presence [C] (whole
@@ -171,13 +173,13 @@ def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, it
     A masked row holds nothing out: it is the whole profile.
 
     The softmax normaliser of a held-out row needs all C of its logits: ``normaliser="exact"``
-    computes them ([R, D] @ [D, C], most of the pass's FLOPs). ``"first_order"`` expands it around
-    the whole profile instead: ``lse(l + Δ) ≈ lse(l) + Σ_c p_c Δ_c`` with ``p`` the whole
-    profile's presence probabilities, and since the deep part of ``Δ`` is ``(f_j - f) W`` that sum
-    is ``(f_j - f)·(W p)`` — one [D] vector for every row — so only the K candidate columns of
-    the output layer are read. Its error is second order in the hold-out's change of the logits
-    (small for long profiles); benchmarks/explain_agreement.py measures how often the contributors
-    it gives equal the exact ones.
+    computes them ([R, D] @ [D, C], most of the pass's FLOPs). ``"first_order"`` sums the
+    ``exact_head`` shows most probable for the whole profile exactly and expands the rest (the
+    tail) around the whole profile: ``Σ_tail exp(l + Δ) ≈ P_tail·exp(lse(l))·exp(E_tail[Δ])``
+    with ``E_tail`` the mean under the whole profile's tail probabilities. The deep part of ``Δ``
+    is ``(f_j - f) W``, so ``E_tail[Δ]`` needs one ``W p_tail`` product for every row, and the
+    output layer is read at the head and the candidates only. The candidates' logits stay exact,
+    and by convexity the normaliser is never above the exact one.
     """
     model: Autoencoder = nnx.merge(graphdef, state)
     shares = model.entry_contributions(items[:, None], values[:, None], mask[:, None])[:, 0]  # [R, H]
@@ -194,14 +196,22 @@ def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, it
         whole = head.features(model.bottleneck_from_preactivation(pre[None, :].astype(shares.dtype)))  # [1, D]
         change = (head.features(z) - whole).astype(jnp.float32)  # [R, D]
         kernel = head.output.kernel[...].astype(jnp.float32)  # [D, C]
-        probabilities = jnp.exp(log_presence)  # [C]
         deep_scale = model.presence_scale[...] if model.config.item_item else 1.0
-        delta = deep_scale * (change @ kernel[:, columns])  # [R, K] change of the candidates' logits
-        shift = deep_scale * (change @ (kernel @ probabilities))  # [R] first-order change of the normaliser
+
+        def logit_change(shows: jax.Array) -> jax.Array:  # [M] -> [R, M]: exact change of those logits
+            delta = deep_scale * (change @ kernel[:, shows])
+            return delta if held_rows is None else delta - model.linear_scale[...] * held_rows[:, shows]
+
+        _, top = jax.lax.top_k(log_presence, min(exact_head, log_presence.shape[0]))  # [M]
+        head_sum = jax.nn.logsumexp(log_presence[top][None, :] + logit_change(top), axis=-1)  # [R]
+        tail = jnp.exp(log_presence).at[top].set(0.0)  # [C] the whole profile's tail probabilities
+        tail_mass = jnp.sum(tail)
+        tail_change = deep_scale * (change @ (kernel @ tail))  # [R] Σ_tail p·Δ, deep part
         if held_rows is not None:
-            delta = delta - model.linear_scale[...] * held_rows[:, columns]
-            shift = shift - model.linear_scale[...] * (held_rows @ probabilities)
-        presence = log_presence[columns][None, :] + delta - shift[:, None]  # [R, K]
+            tail_change = tail_change - model.linear_scale[...] * (held_rows @ tail)
+        tail_sum = jnp.log(tail_mass) + tail_change / jnp.maximum(tail_mass, 1e-30)  # [R]; -inf without a tail
+        normaliser_shift = jnp.logaddexp(head_sum, tail_sum)  # [R] held-out lse less the whole profile's
+        presence = log_presence[columns][None, :] + logit_change(columns) - normaliser_shift[:, None]  # [R, K]
     features = model.rating_head.features(z)  # [R, D]
     rows = rating_rows.astype(features.dtype)  # [C, D]
     bias = model.rating_head.output.bias[...].astype(features.dtype)  # [C]
@@ -213,7 +223,9 @@ def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, it
 class ServingNetwork:
     """A model's weights on the serving devices and its compiled passes, with a compile counter."""
 
-    def __init__(self, model: Autoencoder, devices: int | None = None, normaliser: str = "exact"):
+    def __init__(
+        self, model: Autoencoder, devices: int | None = None, normaliser: str = "exact", exact_head: int = EXACT_HEAD
+    ):
         if normaliser not in NORMALISERS:
             raise ValueError(f"explanation normaliser must be one of {NORMALISERS}, got {normaliser!r}")
         self.config = model.config
@@ -232,7 +244,7 @@ class ServingNetwork:
         self._rating_rows_host = np.asarray(self._rating_rows, np.float32)  # [C, D] for a few rows at a time
         self._rating_bias_host = np.asarray(model.rating_head.output.bias[...], np.float32)  # [C]
         self._held_out = jax.jit(
-            partial(held_out_outputs, graphdef, normaliser=normaliser),
+            partial(held_out_outputs, graphdef, normaliser=normaliser, exact_head=exact_head),
             in_shardings=(replicated, replicated, replicated, replicated, replicated, by_row, by_row, by_row, replicated),
             out_shardings=(by_row, by_row, by_row),
         )
