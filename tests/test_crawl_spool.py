@@ -510,14 +510,16 @@ def test_the_crawl_flow_spools_and_the_ingest_flow_applies(prefect_server, tmp_p
         for (name,) in ok:
             assert {row_key(e) for e in store.user_entries(name)} == truth_rows(simulator, name)
 
-    async def events(name: str):
+    async def announced(name: str, key: str, value: int) -> bool:
+        """Whether an event ``name`` with ``payload[key] == value`` arrives; events reach the server
+        asynchronously, behind the run's own, and earlier tests' events share its name."""
         async with get_client() as client:
-            for _ in range(100):  # events reach the server asynchronously, behind the run's own
-                found = await client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=20)
-                if found.events:
-                    return found.events
+            for _ in range(300):
+                found = await client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+                if any(e.payload.get(key) == value for e in found.events):
+                    return True
                 await asyncio.sleep(0.1)
-            return []
+            return False
 
-    assert any(e.payload.get("batches_spooled") == crawled["batches_spooled"] for e in asyncio.run(events(CRAWL_SPOOLED)))
-    assert any(e.payload.get("batches") == applied["batches"] for e in asyncio.run(events(CRAWL_COMPLETED)))
+    assert asyncio.run(announced(CRAWL_SPOOLED, "batches_spooled", crawled["batches_spooled"]))
+    assert asyncio.run(announced(CRAWL_COMPLETED, "batches", applied["batches"]))
