@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,9 @@ def build_only(database: Path, out_dir: Path, snapshot_date: str) -> None:
     started = time.perf_counter()
     manifest = build_snapshot(database, out_dir, DatasetConfig(), date.fromisoformat(snapshot_date))
     seconds = time.perf_counter() - started
-    peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    from scale import peak_resident_bytes  # ru_maxrss of a child would count the parent's size at the fork
+
+    peak_bytes = peak_resident_bytes()
     print(json.dumps({"seconds": seconds, "peak_bytes": peak_bytes, "manifest": manifest.model_dump(mode="json")}))
 
 

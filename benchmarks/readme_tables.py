@@ -99,6 +99,12 @@ def serving_table(result: dict) -> str:
             if "batched_dense_explain_ms_p50" in baselines else "")),
         ("`/recommend` at 8 concurrent clients", f"{load['requests_per_s']:.0f} requests/s, {load['failed']} errors",
          "—", ""),
+        *([(
+            "`/recommend` and `/explain` p50 / p99, compact widths",
+            f"{figures['compact']['recommend_ms']['p50']:.1f} / {figures['compact']['recommend_ms']['p99']:.1f} ms; "
+            f"{figures['compact']['explain_ms']['p50']:.0f} / {figures['compact']['explain_ms']['p99']:.0f} ms",
+            "—", f"{figures['compact']['widths']} (the default recipe below 20,000 training users)",
+        )] if "compact" in figures else []),
         ("explanations on 1 vs 2 CPU devices", f"{engine['devices_1']:.0f} vs {engine['devices_2']:.0f} ms", "—", ""),
         ("XLA compilations after warm-up", str(figures["compilations_after_warm_up"]), "—", ""),
     ]
@@ -112,6 +118,15 @@ def serving_table(result: dict) -> str:
              "—", f"{floors['explain_gflop']:.1f} GFLOP: {100 * floors['explain_share_of_peak']:.0f}% of the "
              f"measured sgemm peak (goal 85%)"),
         ]
+        if "first_order_p50" in engine:
+            rows.append((
+                "`/explain` hold-out work, first-order normaliser",
+                f"{engine['first_order_p50']:.0f} ms vs {floors['explain_first_order_floor_ms']:.0f} ms", "—",
+                f"{floors['explain_first_order_gflop']:.1f} GFLOP "
+                f"({floors['explain_gflop'] / floors['explain_first_order_gflop']:.1f}× fewer): "
+                f"{100 * floors['explain_first_order_share_of_peak']:.0f}% of the peak; "
+                f"{engine['p50'] / engine['first_order_p50']:.1f}× faster than exact",
+            ))
     lines = ["| figure | hybrid (served) | deep network alone | baseline |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {value} | {deep} | {note} |" for name, value, deep, note in rows]
     shares = figures.get("recommend_shares_ms")
@@ -120,6 +135,29 @@ def serving_table(result: dict) -> str:
                   "| stage | ms |", "| --- | --- |"]
         lines += [f"| {name} | {value:.2f} |" for name, value in shares.items()]
     lines += ["", f"Server ready {result['notes']['server_start_to_ready_s']:.0f} s after start (load and warm-up); "
+              + provenance(result)]
+    return "\n".join(lines)
+
+
+def explain_agreement_table(result: dict) -> str:
+    figures, exact = result["figures"], result["baselines"]["exact_ms"]
+    first_order = figures["first_order_ms"]
+    rows = [
+        ("top-3 contributors identical, in order", f"{100 * figures['top3_identical_share']:.1f}%",
+         f"goal {100 * figures['goals']['top3_identical_share']:.0f}%, {figures['recommendations_compared']} "
+         f"recommendations of {result['users']} test users"),
+        ("top-3 contributors identical as sets", f"{100 * figures['top3_same_set_share']:.1f}%", ""),
+        ("10 most impactful entries identical", f"{100 * figures['same_most_impactful_share']:.1f}%", "per answer"),
+        ("same recommendations", f"{100 * figures['same_recommendations_share']:.0f}%", "the ranking is not approximated"),
+        ("explain p50, test users (first-order vs exact)", f"{first_order['p50']:.1f} vs {exact['p50']:.1f} ms",
+         f"median profile {result['profile_entries']['median']:.0f} entries"),
+        ("explain p50, 300-entry profile", f"{first_order['entries_300']:.1f} vs {exact['entries_300']:.1f} ms", ""),
+    ]
+    config = result["model_config"]
+    lines = ["| figure | value | note |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {value} | {note} |" for name, value, note in rows]
+    lines += ["", f"Model: the default recipe trained on {result['data']} (split seed {result['seed']}, "
+              f"{config['encoder_hidden']} → {config['bottleneck']} widths, corpus {result['corpus_size']}); "
               + provenance(result)]
     return "\n".join(lines)
 
@@ -243,6 +281,75 @@ def serving_load_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def gib(value: float) -> str:
+    return f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def scale_cell(stage: str, figures: dict | None) -> str:
+    """One stage's figures at one size: time, throughput, peak memory (or why it could not finish)."""
+    if not figures:
+        return "—"
+    if "error" in figures:
+        return f"could not finish: {figures['error']}"
+    peak = f"peak {gib(figures['peak_bytes'])}"
+    if stage == "spool":
+        return (f"{duration(figures['generate_s'])} generating + {duration(figures['publish_s'])} publishing "
+                f"{figures['batches']:,} batches, {peak}")
+    if stage == "ingest":
+        return (f"{figures['entries_per_s']:,} entries/s ({figures['s_per_million_entries']:.1f} s per million, "
+                f"{duration(figures['seconds'])}), {peak}")
+    if stage.startswith("snapshot"):
+        return f"{duration(figures['seconds'])} ({figures['rows_read_per_s'] / 1e6:.2f}M rows/s read), {peak}"
+    return (f"{duration(figures['seconds'])} for {figures['batches']:,} batches of {figures['batch_size']} "
+            f"({figures['examples_per_s']:,} users/s), {peak}")
+
+
+def scale_table(result: dict) -> str:
+    figures, baselines, projection = result["figures"], result["baselines"], result["extrapolation"]
+    stages, baseline, goals = figures["stages"], baselines["stages"], figures["goals"]
+    size = f"{figures['users']:,} users ({figures['list_rows'] / 1e6:.0f}M list rows)" if figures["list_rows"] else (
+        f"{figures['users']:,} users")
+    small = f"{baselines['users']:,} users ({baselines['list_rows'] / 1e6:.1f}M rows)"
+    settings = result["settings"]
+    rows = [
+        (f"spool: generate and publish, {settings['spool_batch_users']} users a batch", "spool", "—"),
+        ("ingest: spool → DuckDB store", "ingest", f"≥ {goals['ingest_entries_per_s']:,} entries/s"),
+        ("snapshot build", "snapshot", f"≤ {goals['snapshot_peak_bytes'] / 2**30:g} GiB peak"),
+        ("one training epoch's batches (no model step)", "batches", "—"),
+    ]
+    lines = [f"| stage (`benchmarks/scale.py`) | {size} | baseline, same run: {small} | goal |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {scale_cell(key, stages.get(key))} | {scale_cell(key, baseline.get(key))} | {goal} |"
+              for name, key, goal in rows]
+    if "ingest_large_batches" in baseline:
+        lines.append(f"| ingest, {settings['large_batch_users']:,} users a batch | — | "
+                     f"{scale_cell('ingest', baseline['ingest_large_batches'])} | — |")
+    if "snapshot_one_chunk" in baseline:
+        lines.append(f"| snapshot build as one chunk (the whole store at once) | — | "
+                     f"{scale_cell('snapshot', baseline['snapshot_one_chunk'])} | — |")
+    projected = projection["stages"]
+    if projected:
+        lines += ["", f"Extrapolated to the original system's data ({projection['users'] / 1e6:g}M users, "
+                  f"{projection['list_rows'] / 1e6:.0f}M list rows), linear in list rows through the two sizes (the "
+                  "ingest's time per row grows with the rows already stored): "
+                  + "; ".join(f"{name} {duration(stage['seconds'])}, peak {gib(stage['peak_bytes'])}"
+                              + ("" if stage["fits_this_machine"] else " (more than this machine has)")
+                              for name, stage in projected.items()) + "."]
+    notes = result["notes"]
+    if notes.get("ingest"):
+        lines += ["", f"Ingest below its goal: {notes['ingest']}."]
+    if notes.get("stages_that_could_not_finish"):
+        lines += ["", "Could not finish on this machine: " + "; ".join(
+            f"{name}: {why}" for name, why in notes["stages_that_could_not_finish"].items()) + "."]
+    lines += ["", f"Memory is each stage's own peak resident set (its own process); machine memory "
+              f"{gib(settings['machine_bytes'])}; " + load_note(result)]
+    return "\n".join(lines)
+
+
 def replace_between(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -256,10 +363,12 @@ TABLES = {
     "quality_http": ("quality_http.json", quality_http_table),
     "serving": ("serving.json", serving_table),
     "serving_isolation": ("serving_isolation.json", serving_isolation_table),
+    "explain_agreement": ("explain_agreement.json", explain_agreement_table),
     "crawl": ("crawl.json", crawl_table),
     "dataset_build": ("dataset_build.json", dataset_build_table),
     "training": ("training.json", training_table),
     "serving_load": ("serving_load.json", serving_load_table),
+    "scale": ("scale.json", scale_table),
 }
 
 

@@ -352,3 +352,56 @@ def test_the_default_date_is_the_newest_entry_and_too_few_users_says_which_filte
     strict = config.model_copy(update={"min_counted_entries": 50})
     with pytest.raises(ValueError, match="min_counted_entries = 50 removed 30"):
         build_snapshot(tmp_path / "sprout.duckdb", tmp_path / "d", strict)
+
+
+# ---- chunked builds: memory changes, the snapshot does not ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def simulated_store(tmp_path_factory):
+    """A few hundred simulated users, some of whom went private."""
+    from sprout.malsim.store_loader import load_population
+    from sprout.malsim.synthetic_population import synthetic_population
+
+    path = tmp_path_factory.mktemp("simulated") / "sprout.duckdb"
+    population = synthetic_population(400, seed=3, n_anime=300)
+    with Store.open(path) as store:
+        load_population(store, population, population.now)
+        withdrawn = population.usernames()[:10]
+        store.connection.execute("INSERT INTO crawl_state (username, state) SELECT unnest(?), 'private'", [withdrawn])
+    return path, population.now.date()
+
+
+def test_a_chunked_build_is_byte_identical_to_a_single_chunk(simulated_store, tmp_path):
+    path, day = simulated_store
+    config = DatasetConfig.tiny(corpus_size=120, n_validation_users=40, n_test_users=30)
+    whole = build_snapshot(path, tmp_path / "whole", config, day, chunk_rows=10**9)
+    assert whole.source["eligible_users"] > 200 and whole.splits["validation"].heldout_entries > 0
+    for chunk_rows in (1, 997):  # one user per chunk, and chunks that end mid-way through the data
+        chunked = build_snapshot(path, tmp_path / f"chunks-{chunk_rows}", config, day, chunk_rows=chunk_rows)
+        assert chunked == whole
+        for name in ("arrays.npz", "users.json", "corpus.json", "manifest.json"):
+            built = (tmp_path / f"chunks-{chunk_rows}" / chunked.snapshot_id / name).read_bytes()
+            assert built == (tmp_path / "whole" / whole.snapshot_id / name).read_bytes(), name
+
+
+def test_streamed_rows_are_the_rows_a_sorted_query_returns(simulated_store):
+    from sprout.dataset.user_rows import read_user_rows
+
+    path, day = simulated_store
+    config = DatasetConfig.tiny()
+    cutoff = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    with Store.open(path, read_only=True) as store:
+        rows = read_user_rows(store.connection, config, cutoff)
+        sorted_rows = store.connection.execute(
+            "SELECT username, anime_id, score FROM list_entries "
+            "WHERE updated_at < ? AND username IN (SELECT unnest(?)) "
+            "ORDER BY username, anime_id",  # byte order: Python's string order
+            [cutoff, rows.usernames],
+        ).fetchnumpy()
+    assert rows.usernames == sorted(rows.usernames) and rows.n_rows == len(sorted_rows["anime_id"])
+    indptr, anime_ids, _, scores = rows.chunk(0, rows.n_users)
+    assert np.array_equal(indptr, rows.indptr)
+    assert np.array_equal(anime_ids, sorted_rows["anime_id"]) and np.array_equal(scores, sorted_rows["score"])
+    names = np.repeat(np.array(rows.usernames, dtype=object), np.diff(indptr))
+    assert names.tolist() == sorted_rows["username"].tolist()

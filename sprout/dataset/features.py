@@ -161,6 +161,13 @@ class ProfileBatch:
         return {name: int(counts[code]) for code, name in IGNORED_REASONS.items()}
 
 
+def order_within_users(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The stable order by (owner, value) of ``owner [n] >= 0`` and int32 ``values [n]``: what
+    ``np.lexsort((values, owner))`` gives, several times faster as one int64 key."""
+    key = (np.asarray(owner).astype(np.int64) << 32) | (np.asarray(values).astype(np.int64) + 2**31)  # [n]
+    return np.argsort(key, kind="stable")
+
+
 def _last_of_each_show(owner: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Mask keeping one entry per (user, show): the last in input order."""
     if len(items) < 2:
@@ -168,7 +175,7 @@ def _last_of_each_show(owner: np.ndarray, items: np.ndarray) -> np.ndarray:
     same_user = owner[1:] == owner[:-1]
     if bool(np.all(~same_user | (items[1:] > items[:-1]))):  # already sorted and unique: common case
         return np.ones(len(items), bool)
-    order = np.lexsort((items, owner))  # stable: duplicates stay in input order
+    order = order_within_users(owner, items)  # stable: duplicates stay in input order
     key_owner, key_item = owner[order], items[order]
     last_in_run = np.ones(len(order), bool)
     last_in_run[:-1] = (key_owner[1:] != key_owner[:-1]) | (key_item[1:] != key_item[:-1])

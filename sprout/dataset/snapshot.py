@@ -1,8 +1,10 @@
 """`build_snapshot`: cut an immutable, content-addressed training snapshot from the store.
 
-SQL does the heavy lifting (corpus counts, the user filter, fetching the rows of eligible users
-as columns); `features.profile_features` then applies the entry rules and the normalisation to
-the whole batch at once — the same code serving runs on one profile.
+SQL does the heavy lifting (corpus counts, the user filter); the eligible users' rows stream out
+of DuckDB into compact CSR columns (`user_rows`), and `features.profile_features` applies the
+entry rules and the normalisation to a chunk of users at a time — the same code serving runs on
+one profile. Users are independent, so the chunk size changes peak memory, never the snapshot:
+one store gives the same arrays, bytes and id whatever the chunking.
 
 Reproducibility: only entries updated on or before ``snapshot_date`` (UTC) are read, and the
 activity window counts back from that date, never from today. Without a date the snapshot is
@@ -23,15 +25,13 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from sprout.mal.models import LIST_STATUSES
 from sprout.store import Store
 from sprout.store.retention import WITHDRAWN_USERS_SQL
 
 from .config import DatasetConfig
-from .corpus import build_corpus
-from .features import ProfileBatch, normalised_values, owners, profile_features
+from .corpus import Corpus, build_corpus
+from .features import IGNORED_REASONS, normalised_values, owners, profile_features
 from .snapshot_format import (
     Snapshot,
     SnapshotError,
@@ -41,27 +41,19 @@ from .snapshot_format import (
     write_snapshot,
 )
 from .splits import SPLIT_NAMES, TRAIN, UserSplit, holdout_mask, split_users
+from .user_rows import UserRows, read_user_rows
 
 __all__ = ["Snapshot", "SnapshotError", "SnapshotManifest", "SplitArrays", "build_snapshot", "load_snapshot"]
 
-_STATUS_CODE_SQL = "CASE status " + " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(LIST_STATUSES)) + " END"
+# Rows featurised at once. Temporaries cost ~150 bytes a row, so 4M rows hold ~0.6 GB beside the
+# 10 bytes a row of the streamed store rows and the snapshot's own arrays.
+DEFAULT_CHUNK_ROWS = 4_000_000
 
-# Users who went private or deleted their account are left out at once, whatever the date.
-_ELIGIBLE_USERS_SQL = f"""
-SELECT username
-FROM list_entries
-WHERE updated_at < $cutoff AND username NOT IN ({WITHDRAWN_USERS_SQL})
-GROUP BY username
-HAVING count(*) FILTER (WHERE status <> 'plan_to_watch') >= $min_counted
-   AND max(updated_at) >= $active_since
-"""
-
-_ENTRIES_SQL = f"""
-SELECT u.user_index, e.anime_id, ({_STATUS_CODE_SQL})::TINYINT AS status, e.score::TINYINT AS score
-FROM list_entries e JOIN eligible_users u USING (username)
-WHERE e.updated_at < $cutoff
-ORDER BY u.user_index, e.anime_id
-"""
+# Per split, what the chunks contribute: held-out users are normalised again once their entries
+# are split into fold-in and held-out (the held-out draw runs over the whole split at once).
+_TRAIN_COLUMNS = ("sizes", "items", "values", "rated", "scores", "mu", "sigma")
+_HELD_OUT_COLUMNS = ("sizes", "items", "scores", "status")
+_PER_USER = ("sizes", "mu", "sigma")
 
 
 def _cutoff(snapshot_date: date) -> datetime:
@@ -82,47 +74,62 @@ def _reading(source: Store | Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
         yield connection
 
 
-def _eligible_entries(
-    connection: duckdb.DuckDBPyConnection, config: DatasetConfig, cutoff: datetime
-) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Eligible users sorted by name, and their rows as columns ordered by (user, anime id)."""
-    active_since = cutoff - timedelta(days=config.activity_window_days)
-    params = {"cutoff": cutoff, "min_counted": config.min_counted_entries, "active_since": active_since}
-    names = connection.execute(_ELIGIBLE_USERS_SQL, params).fetchnumpy()["username"]
-    usernames = sorted(names.tolist())  # Python order, independent of the database's collation
-    eligible = pa.table(
-        {
-            "username": pa.array(usernames, pa.string()),
-            "user_index": pa.array(np.arange(len(usernames), dtype=np.int32)),
-        }
-    )
-    connection.register("eligible_users", eligible)
-    try:
-        columns = connection.execute(_ENTRIES_SQL, {"cutoff": cutoff}).fetchnumpy()
-    finally:
-        connection.unregister("eligible_users")
-    return usernames, {name: np.asarray(column) for name, column in columns.items()}
+def _featurised_splits(
+    rows: UserRows, split: UserSplit, corpus: Corpus, config: DatasetConfig, chunk_rows: int
+) -> tuple[dict[str, SplitArrays], dict[str, int]]:
+    """Every split's arrays, and the entries ignored by reason, featurising ``chunk_rows`` rows at
+    a time. Users are independent, so a chunk's features equal those of a whole-store batch;
+    pieces are kept per split in user order and joined at the end."""
+    pieces: dict[int, dict[str, list[np.ndarray]]] = {
+        which: {name: [] for name in (_TRAIN_COLUMNS if which == TRAIN else _HELD_OUT_COLUMNS)}
+        for which in range(len(SPLIT_NAMES))
+    }
+    ignored = dict.fromkeys(IGNORED_REASONS.values(), 0)
+    for start, end in rows.chunks(chunk_rows):
+        batch = profile_features(*rows.chunk(start, end), corpus)
+        for reason, count in batch.ignored_counts().items():
+            ignored[reason] += count
+        in_split = split.assignment[start:end]  # [u]
+        entry_split = in_split[owners(batch.indptr)]  # [m]
+        for which, columns in pieces.items():
+            users, entries = in_split == which, entry_split == which
+            for name, parts in columns.items():
+                array = getattr(batch, name) if name != "sizes" else np.diff(batch.indptr)
+                parts.append(array[users] if name in _PER_USER else array[entries])
+        del batch, entry_split
+    splits = {
+        name: _split_arrays(_joined(pieces.pop(which)), [rows.usernames[u] for u in split.users(which).tolist()],
+                            which, config)
+        for which, name in enumerate(SPLIT_NAMES)
+    }
+    return splits, ignored
+
+
+def _joined(columns: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each column's pieces as one array, releasing the pieces column by column (peak: the
+    pieces plus one joined column, not twice everything)."""
+    joined = {}
+    for name in list(columns):
+        joined[name] = np.concatenate(columns.pop(name))
+    return joined
 
 
 def _split_arrays(
-    batch: ProfileBatch, usernames: list[str], split: UserSplit, which: int, config: DatasetConfig
+    columns: dict[str, np.ndarray], usernames: list[str], which: int, config: DatasetConfig
 ) -> SplitArrays:
-    """The users of one split and their entries; held-out users get a fold-in / held-out split and
-    are normalised with fold-in scores only (held-out scores must not leak into mu and sigma)."""
-    users = split.users(which)  # [U_s]
-    in_split = split.assignment[owners(batch.indptr)] == which  # [n]
-    indptr = np.zeros(len(users) + 1, np.int64)
-    np.cumsum(np.diff(batch.indptr)[users], out=indptr[1:])
-    items, scores, status = batch.items[in_split], batch.scores[in_split], batch.status[in_split]
+    """One split's arrays from its users' features; held-out users get a fold-in / held-out split
+    and are normalised with fold-in scores only (held-out scores must not leak into mu and sigma)."""
+    indptr = np.zeros(len(columns["sizes"]) + 1, np.int64)
+    np.cumsum(columns["sizes"], out=indptr[1:])
+    items, scores = columns["items"], columns["scores"]
     if which == TRAIN:
         heldout = None
-        values, rated = batch.values[in_split], batch.rated[in_split]
-        mu, sigma = batch.mu[users], batch.sigma[users]
+        values, rated, mu, sigma = columns["values"], columns["rated"], columns["mu"], columns["sigma"]
     else:
         heldout = holdout_mask(indptr, config.holdout_fraction, config.seed, split=which)  # [n_s]
-        values, rated, mu, sigma = normalised_values(indptr, scores, status, counted=~heldout)
+        values, rated, mu, sigma = normalised_values(indptr, scores, columns["status"], counted=~heldout)
     return SplitArrays(
-        usernames=tuple(usernames[u] for u in users.tolist()),
+        usernames=tuple(usernames),
         indptr=indptr,
         items=items,
         values=values,
@@ -179,7 +186,12 @@ def _why_too_few(connection: duckdb.DuckDBPyConnection, config: DatasetConfig, c
 
 
 def build_snapshot(
-    source: Store | Path | str, out_dir: Path | str, config: DatasetConfig, snapshot_date: date | None = None
+    source: Store | Path | str,
+    out_dir: Path | str,
+    config: DatasetConfig,
+    snapshot_date: date | None = None,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> SnapshotManifest:
     """Build (or find) the snapshot of ``source`` as of ``snapshot_date`` (default: the newest
     entry's day) under ``out_dir``.
@@ -187,23 +199,23 @@ def build_snapshot(
     ``source`` is an open `Store` or the path of a DuckDB file (opened read-only). Returns the
     manifest; the folder is ``out_dir / manifest.snapshot_id``. Raises ValueError when there are
     too few eligible users for the held-out splits, saying which filter removed them.
+    ``chunk_rows`` bounds the rows featurised at once (memory only: the snapshot is the same).
     """
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
     with _reading(source) as connection:
         snapshot_date = snapshot_date if snapshot_date is not None else newest_entry_day(connection)
         cutoff = _cutoff(snapshot_date)
         corpus = build_corpus(
             connection, corpus_size=config.corpus_size, excluded_ratings=config.excluded_ratings, cutoff=cutoff
         )
-        usernames, columns = _eligible_entries(connection, config, cutoff)
+        rows = read_user_rows(connection, config, cutoff)
         needed = 3 * max(config.n_validation_users, config.n_test_users)
-        if len(usernames) < needed:
-            raise ValueError(f"{len(usernames):,} users are eligible for a snapshot: "
+        if rows.n_users < needed:
+            raise ValueError(f"{rows.n_users:,} users are eligible for a snapshot: "
                              + _why_too_few(connection, config, cutoff, needed))
-    user_of_row = columns["user_index"]  # [n] ascending
-    indptr = np.zeros(len(usernames) + 1, np.int64)
-    np.cumsum(np.bincount(user_of_row, minlength=len(usernames)), out=indptr[1:])
-    batch = profile_features(indptr, columns["anime_id"], columns["status"], columns["score"], corpus)
-    split = split_users(len(usernames), config.n_validation_users, config.n_test_users, config.seed)
-    splits = {name: _split_arrays(batch, usernames, split, which, config) for which, name in enumerate(SPLIT_NAMES)}
-    source_counts = {"rows_read": int(len(user_of_row)), "eligible_users": len(usernames), **batch.ignored_counts()}
+    split = split_users(rows.n_users, config.n_validation_users, config.n_test_users, config.seed)
+    splits, ignored = _featurised_splits(rows, split, corpus, config, chunk_rows)
+    source_counts = {"rows_read": rows.n_rows, "eligible_users": rows.n_users, **ignored}
+    del rows  # the raw rows are not needed while the snapshot is written
     return write_snapshot(Path(out_dir), splits, corpus, config, snapshot_date.isoformat(), source_counts)

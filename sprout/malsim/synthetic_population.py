@@ -5,23 +5,25 @@ rating schemes (typical, generous ≈ 8 with low spread, "objective" ≈ 5, bina
 never rating); activity spans years and many accounts have lapsed. Each user likes a few of the
 genre clusters (two favourites) and, within each, some niches more than others; see ``taste`` for
 how that decides what they list and how they score it. Generating 200,000 users (~18M entries)
-takes about 25 s and 1.2 GB on two cores.
+takes about 25 s and 1.2 GB on two cores; `synthetic_population_blocks` generates larger
+populations a block of users at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
 from datetime import datetime, timezone
 from functools import partial
 
 import numpy as np
 
 from sprout.malsim.accounts import Users
-from sprout.malsim.catalogue import ShowStats
+from sprout.malsim.catalogue import Catalogue, ShowStats
 from sprout.malsim.entries import draw_entries
 from sprout.malsim.lists import COLUMNS, DTYPES, Lists
 from sprout.malsim.population import DEFAULT_NOW, Population, State
 from sprout.malsim.synthetic_catalogue import ADULT_CLUSTER, CLUSTERS, NICHES, synthetic_catalogue
-from sprout.malsim.taste import CHUNK_USERS, POPULARITY_EXPONENTS, UserTraits, sample_shows
+from sprout.malsim.taste import CHUNK_USERS, POPULARITY_EXPONENTS, ItemModel, UserTraits, sample_shows
 from sprout.malsim.usernames import draw_usernames
 
 DAY = 86400
@@ -121,10 +123,60 @@ def synthetic_population(
     """
     if n_users < 0 or n_anime < 1:
         raise ValueError("n_users must be >= 0 and n_anime >= 1")
-    catalogue_seed, user_seed, name_seed, flag_seed = np.random.SeedSequence(seed).spawn(4)
-    clock = int(now.timestamp())
+    catalogue_seed, *user_seeds = np.random.SeedSequence(seed).spawn(4)
     catalogue, items = synthetic_catalogue(n_anime, np.random.default_rng(catalogue_seed), latest_year=now.year)
-    max_profile = min(MAX_PROFILE, n_anime)
+    return _population(catalogue, items, n_users, user_seeds, seed, private_fraction, deleted_fraction, now)
+
+
+def synthetic_population_blocks(
+    n_users: int,
+    block_users: int,
+    seed: int = 0,
+    n_anime: int = 8000,
+    *,
+    private_fraction: float = 0.02,
+    deleted_fraction: float = 0.0,
+    now: datetime = DEFAULT_NOW,
+) -> Iterator[Population]:
+    """``n_users`` users as populations of at most ``block_users`` each over one shared catalogue:
+    populations too large to hold at once, generated a block at a time.
+
+    The first block is exactly ``synthetic_population(min(n_users, block_users), seed, n_anime)``.
+    One random stream runs through a whole population, so a later block cannot continue it
+    without redrawing everything before; block ``b`` draws its users from a stream of its own
+    (seeded by ``[seed, b]``) instead, and its names avoid every earlier block's, so the blocks
+    together are one deterministic population with unique (case-insensitive) names.
+    """
+    if n_users < 0 or block_users < 1 or n_anime < 1:
+        raise ValueError("n_users must be >= 0, block_users >= 1 and n_anime >= 1")
+    catalogue_seed, *first_seeds = np.random.SeedSequence(seed).spawn(4)
+    catalogue, items = synthetic_catalogue(n_anime, np.random.default_rng(catalogue_seed), latest_year=now.year)
+    taken: set[str] = set()
+    for block, start in enumerate(range(0, n_users, block_users)):
+        user_seeds = first_seeds if block == 0 else np.random.SeedSequence([seed, block]).spawn(3)
+        population = _population(
+            catalogue, items, min(block_users, n_users - start), user_seeds, seed, private_fraction,
+            deleted_fraction, now, taken,
+        )
+        taken.update(name.casefold() for name in population.state.users.names)
+        yield population
+
+
+def _population(
+    catalogue: Catalogue,
+    items: ItemModel,
+    n_users: int,
+    seeds: list[np.random.SeedSequence],
+    seed: int,
+    private_fraction: float,
+    deleted_fraction: float,
+    now: datetime,
+    taken_names: Collection[str] = (),
+) -> Population:
+    """``n_users`` users over a catalogue, drawn from ``seeds`` (users, names, flags)."""
+    user_seed, name_seed, flag_seed = seeds
+    clock = int(now.timestamp())
+    max_profile = min(MAX_PROFILE, catalogue.n_shows)
     rng = np.random.default_rng(user_seed)
     traits = draw_traits(n_users, rng, clock - 10 * YEAR, clock, max_profile=max_profile)
     sizes, parts = np.zeros(n_users, np.int64), []
@@ -142,7 +194,7 @@ def synthetic_population(
     lists = Lists(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), **columns)
     flags = np.random.default_rng(flag_seed)
     users = Users.create(
-        draw_usernames(n_users, np.random.default_rng(name_seed)),
+        draw_usernames(n_users, np.random.default_rng(name_seed), taken_names),
         private=flags.random(n_users) < private_fraction,
         deleted=flags.random(n_users) < deleted_fraction,
     )
