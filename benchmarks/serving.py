@@ -202,7 +202,6 @@ class NaiveEngine:
         return self.corpus.anime_ids[shows].tolist()
 
     def explain(self, request) -> dict:
-        from sprout.dataset.features import denormalise
         from sprout.inference import explanations
         from sprout.inference.profile import prepare_profile
 
