@@ -123,9 +123,17 @@ def synthetic_population(
     """
     if n_users < 0 or n_anime < 1:
         raise ValueError("n_users must be >= 0 and n_anime >= 1")
+    catalogue, items, user_seeds = _catalogue_and_user_seeds(seed, n_anime, now)
+    return _population(catalogue, items, n_users, user_seeds, seed, private_fraction, deleted_fraction, now)
+
+
+def _catalogue_and_user_seeds(
+    seed: int, n_anime: int, now: datetime
+) -> tuple[Catalogue, ItemModel, list[np.random.SeedSequence]]:
+    """The catalogue of ``seed`` and ``n_anime`` and the seeds of the (first) users' streams."""
     catalogue_seed, *user_seeds = np.random.SeedSequence(seed).spawn(4)
     catalogue, items = synthetic_catalogue(n_anime, np.random.default_rng(catalogue_seed), latest_year=now.year)
-    return _population(catalogue, items, n_users, user_seeds, seed, private_fraction, deleted_fraction, now)
+    return catalogue, items, user_seeds
 
 
 def synthetic_population_blocks(
@@ -149,8 +157,7 @@ def synthetic_population_blocks(
     """
     if n_users < 0 or block_users < 1 or n_anime < 1:
         raise ValueError("n_users must be >= 0, block_users >= 1 and n_anime >= 1")
-    catalogue_seed, *first_seeds = np.random.SeedSequence(seed).spawn(4)
-    catalogue, items = synthetic_catalogue(n_anime, np.random.default_rng(catalogue_seed), latest_year=now.year)
+    catalogue, items, first_seeds = _catalogue_and_user_seeds(seed, n_anime, now)
     taken: set[str] = set()
     for block, start in enumerate(range(0, n_users, block_users)):
         user_seeds = first_seeds if block == 0 else np.random.SeedSequence([seed, block]).spawn(3)
