@@ -64,14 +64,22 @@ class PrefectServer:
 
 
 def drain_prefect_workers(timeout_s: float = 30.0) -> None:
-    """Send the events and logs this process queued while the server is still up.
+    """Send the events and logs this process queued, and stop the concurrency-slot services.
 
-    In-process flows pointed at this server start event and log workers bound to its URL; left
-    behind, they would keep retrying a stopped server (and the session's test harness drains
-    every worker when it stops, which would then never return).
+    Prefect's client-side services are per-process singletons bound to the API they first talked
+    to. In-process flows pointed at a test's own server start event and log workers bound to its
+    URL; left behind, they would keep retrying a stopped server (and the session's test harness
+    drains every worker when it stops, which would then never return). The slot services are
+    keyed by limit name only: one started against the session harness would take a test
+    server's slots from the harness while releases go to the test server, and the second
+    acquisition would wait forever. Call this before switching APIs and after.
     """
+    from prefect.concurrency.services import (
+        ConcurrencySlotAcquisitionService,
+        ConcurrencySlotAcquisitionWithLeaseService,
+    )
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    EventsWorker.drain_all(timeout=timeout_s)
-    APILogWorker.drain_all(timeout=timeout_s)
+    for service in (EventsWorker, APILogWorker, ConcurrencySlotAcquisitionService, ConcurrencySlotAcquisitionWithLeaseService):
+        service.drain_all(timeout=timeout_s)

@@ -42,9 +42,10 @@ def test_crawl_flow_stores_publishes_and_emits(prefect_server, sprout_env):
     async def read_back():
         async with get_client() as client:
             artifacts = await client.read_artifacts(limit=20)
-            for _ in range(100):  # events reach the server asynchronously, behind the run's own
-                events = await client.read_events(EventFilter(event=EventNameFilter(name=[CRAWL_COMPLETED])), limit=10)
-                if events.events:
+            for _ in range(100):  # events reach the server asynchronously, behind the run's own,
+                # and earlier tests' events share its name
+                events = await client.read_events(EventFilter(event=EventNameFilter(name=[CRAWL_COMPLETED])), limit=50)
+                if any(e.payload.get("users_ok") == len(public) for e in events.events):
                     break
                 await asyncio.sleep(0.1)
             limits = {

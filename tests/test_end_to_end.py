@@ -43,6 +43,7 @@ def platform(tmp_path, monkeypatch):
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
+        drain_prefect_workers()  # services an earlier test bound to the session's harness
         try:
             yield population, simulator, prefect, tmp_path
         finally:
