@@ -57,7 +57,8 @@ async def ingest_batches() -> dict:
     """Every pending batch, in order; a retry re-applies nothing already recorded."""
     settings = Settings()
     stats = await ingest_spool(
-        Spool.from_settings(settings), _store(settings), policy=CrawlPolicy.from_settings(settings)
+        Spool.from_settings(settings), _store(settings), policy=CrawlPolicy.from_settings(settings),
+        group_entries=settings.ingest_group_entries,
     )
     return stats.as_dict()
 

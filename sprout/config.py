@@ -12,6 +12,9 @@ from sprout.workspace import Workspace
 
 REAL_MAL_API_URL = "https://api.myanimelist.net/v2"
 REAL_MAL_WEB_URL = "https://myanimelist.net"
+# List rows per ingest transaction: large enough that each transaction's fixed work (the commit,
+# lookups over whole tables) is a small share, small enough to hold a group in memory many times over.
+INGEST_GROUP_ENTRIES = 250_000
 
 
 class Settings(BaseSettings):
@@ -58,6 +61,12 @@ class Settings(BaseSettings):
         None,
         description="Where crawls publish fetched lists for `sprout ingest` to write into the store: a folder, "
         "or a URL pyarrow.fs opens (s3://bucket/prefix, gs://...). Unset: crawls write the store directly.",
+    )
+    ingest_group_entries: int = Field(
+        INGEST_GROUP_ENTRIES,
+        ge=1,
+        description="List rows `sprout ingest` applies per transaction, over as many spooled batches as fit "
+        "(each transaction also costs lookups over whole tables, whatever its size).",
     )
 
     @field_validator("crawl_spool")

@@ -68,3 +68,18 @@ def test_compact_first_layer_equals_the_dense_product(max_items):
     got = np.asarray(preactivation_compact(model, batch))
     want = np.asarray(model.preactivation_dense(dense_inputs(batch, CONFIG.corpus_size)))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_each_epoch_visits_distinct_users_in_its_own_seeded_order():
+    from sprout.training.loop import batch_rows
+
+    n_users, batch_size, per_epoch = 103, 10, 10  # 3 users left out of each epoch
+    epochs = [np.concatenate([batch_rows(n_users, batch_size, 7, e * per_epoch + i) for i in range(per_epoch)])
+              for e in range(3)]
+    for order in epochs:
+        assert order.shape == (100,) and len(np.unique(order)) == 100 and order.max() < n_users
+    assert not np.array_equal(epochs[0], epochs[1])
+    # Drawn once per epoch and shared between its steps: read-only, and the same on a second call.
+    rows = batch_rows(n_users, batch_size, 7, 3)
+    assert not rows.flags.writeable
+    assert np.array_equal(rows, np.random.default_rng([7, 0]).permutation(n_users)[30:40])

@@ -27,10 +27,10 @@ import pytest
 
 from crawl_helpers import CLIENT_ID, fast_client, public_users, row_key, truth_rows
 from sprout.crawl.assignments import take_assignment, waiting
-from sprout.crawl.ingest import Ledger, apply_batch, ingest_spool
+from sprout.crawl.ingest import apply_spooled, ingest_spool
 from sprout.crawl.job import CrawlRequest, crawl_assignments, hand_out, run_crawl
 from sprout.crawl.policy import CrawlPolicy
-from sprout.crawl.spool import BATCHES, TAKEN, Spool, SpoolError, batch_from_file_table
+from sprout.crawl.spool import BATCHES, TAKEN, Spool, SpoolError, SpooledBatch, batch_from_file_table
 from sprout.mal.models import ListEntry
 from sprout.malsim.server import SimulatorServer
 from sprout.malsim.synthetic_population import synthetic_population
@@ -147,8 +147,35 @@ def test_a_batch_applied_twice_changes_nothing(tmp_path):
         recorded = store.connection.execute("SELECT name, run_id, lists, outcomes, entries FROM spool_batches").fetchall()
         assert recorded == [(name, "r1", 2, 1, 4)]
         batch = batch_from_file_table(pq.read_table(kept))
-        assert apply_batch(store, batch, CrawlPolicy(), ledger=Ledger(name, "r1", None, T0)) is None
-        assert snapshot(store) == before
+        replayed = apply_spooled(store, [SpooledBatch(name, batch, "r1", None, None)], CrawlPolicy(), applied_at=T0)
+        assert replayed == {name: None} and snapshot(store) == before
+
+
+def test_grouped_batches_store_what_one_at_a_time_stores(tmp_path):
+    batches = [
+        ([listing("amy", [1, 2, 3]), listing("bob", [4])], [outcome("cat", "private")]),
+        ([listing("dan", [5, 6])], []),
+        ([listing("amy", [2, 3, 7], T0 + DAY)], [outcome("bob", "not_found", T0 + DAY)]),  # amy again: a new group
+        ([listing("eve", [8])], [outcome("cat", "error", T0 + DAY)]),
+    ]
+    ledgers, snapshots, steps = [], [], []
+    for group_entries in (1_000, 1):
+        spool = Spool(tmp_path / f"spool{group_entries}")
+        for lists, outcomes in batches:
+            spool.publish(lists, outcomes, run_id="r")
+        seen: list[str] = []
+        with Store.open(tmp_path / f"store{group_entries}.duckdb") as store:
+            stats = asyncio.run(ingest_spool(spool, store, group_entries=group_entries, on_step=lambda s, _: seen.append(s)))
+            assert (stats.batches, stats.lists, stats.outcomes, stats.entries_added, stats.entries_deleted) == (4, 5, 3, 8, 1)
+            assert ids(store, "amy") == [2, 3, 7] and spool.pending() == []
+            ledgers.append(store.connection.execute(
+                "SELECT * EXCLUDE (name, applied_at) FROM spool_batches ORDER BY name").fetchall())
+            snapshots.append(snapshot(store))
+        steps.append(seen)
+    assert snapshots[0] == snapshots[1] and ledgers[0] == ledgers[1]  # each batch's own counts
+    # Two transactions of two batches each: amy's second list could not share the first.
+    assert steps[0] == ["applied", "applied", "committed", "committed", "removed", "removed"] * 2
+    assert steps[1] == ["applied", "committed", "removed"] * 4
 
 
 def test_torn_and_temporary_files_are_never_read(tmp_path):
@@ -374,7 +401,7 @@ CHILD_INGEST = textwrap.dedent(
     from sprout.crawl.spool import Spool
     from sprout.store import Store
 
-    kill_step, kill_at, seen = sys.argv[1], int(sys.argv[2]), []
+    kill_step, kill_at, group_entries, seen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), []
 
     def on_step(step, name):
         if step == kill_step:
@@ -384,7 +411,7 @@ CHILD_INGEST = textwrap.dedent(
 
     settings = Settings()
     with Store.open(settings.db_path) as store:
-        asyncio.run(ingest_spool(Spool(settings.crawl_spool), store, on_step=on_step))
+        asyncio.run(ingest_spool(Spool(settings.crawl_spool), store, on_step=on_step, group_entries=group_entries))
     """
 )
 
@@ -437,15 +464,19 @@ def test_three_workers_one_killed_and_a_killed_ingester_leave_the_store_equal_to
     assert len(killed_batches) == 2  # what it fetched after those died with it
     assert spool.names(TAKEN) == [f"{names[1]}@w1"]
 
-    # The ingester killed inside its second batch's transaction, then between a commit and the
-    # file's deletion.
-    first = child(CHILD_INGEST, store_home, "applied", "2")
+    # The ingester killed inside its first group's transaction (all batches in one): nothing
+    # stays. Then, one batch per transaction, killed between its second commit and that file's
+    # deletion.
+    first = child(CHILD_INGEST, store_home, "applied", "2", "1000000")
     assert first.wait(timeout=120) == -9, first.communicate()[1]
-    second = child(CHILD_INGEST, store_home, "committed", "2")
+    with Store.open(store_home / "sprout.duckdb", read_only=True) as store:
+        assert store.connection.execute("SELECT count(*) FROM spool_batches").fetchall() == [(0,)]
+        assert store.connection.execute("SELECT count(*) FROM list_entries").fetchall() == [(0,)]
+    second = child(CHILD_INGEST, store_home, "committed", "2", "1")
     assert second.wait(timeout=120) == -9, second.communicate()[1]
     with Store.open(store_home / "sprout.duckdb", read_only=True) as store:
         applied = {name for (name,) in store.connection.execute("SELECT name FROM spool_batches").fetchall()}
-    assert len(applied) == 3 and len(applied & set(spool.pending())) == 1  # committed, not yet deleted
+    assert len(applied) == 2 and len(applied & set(spool.pending())) == 1  # committed, not yet deleted
 
     # The killed worker restarts under its name and resumes its assignment; the next ingest
     # deletes the recorded file without applying it again and applies the rest.

@@ -33,7 +33,7 @@ def scale():
 def stages_at(scale, folder: Path, users: int) -> dict:
     spool, database, snapshots = folder / "spool", folder / "sprout.duckdb", folder / "snapshots"
     stages = {"spool": scale.spool_stage(str(spool), users, block_users=250, batch_users=64, seed=3)}
-    stages["ingest"] = scale.ingest_stage(str(spool), str(database), seed=3)
+    stages["ingest"] = scale.ingest_stage(str(spool), str(database), seed=3, group_entries=1000)
     stages["snapshot"] = scale.snapshot_stage(str(database), str(snapshots), users)
     stages["batches"] = scale.batches_stage(str(snapshots / stages["snapshot"]["snapshot_id"]))
     for figures in stages.values():
@@ -51,13 +51,14 @@ def test_the_stages_at_a_tiny_size_add_up(scale, tmp_path, monkeypatch):
         stored = store.connection.execute("SELECT count(*) FROM list_entries").fetchone()[0]
     assert ingest["entries"] == ingest["entries_added"] == stored == spool["entries"]
     assert ingest["lists"] == spool["public_lists"] and ingest["entries_per_s"] > 0
+    assert ingest["transactions"] == ingest["batches"]  # each batch holds more than the 1,000 rows a group may
     assert 0 < snapshot["rows_read"] <= stored and snapshot["entries_kept"] <= snapshot["rows_read"]
     assert snapshot["train_users"] == snapshot["eligible_users"] - 2 * 30  # 600 // 20 held-out users each
     assert batches["batches"] == 1 and batches["examples"] == snapshot["train_users"]  # fewer than 512 users
     assert 0 < batches["entries"] <= snapshot["entries_kept"]
 
     document = scale.result_document(large, small, users=600, baseline_users=300, block_users=250,
-                                     spool_batch_users=64, large_batch_users=0, seed=3, guard=None, load_average=0.5)
+                                     spool_batch_users=64, group_entries=1000, seed=3, guard=None, load_average=0.5)
     projected = document["extrapolation"]["stages"]
     assert set(projected) == set(scale.STAGES) and all(stage["seconds"] >= 0 for stage in projected.values())
     results = benchmark_module("results")

@@ -172,7 +172,7 @@ def ingest(
     async def run() -> tuple[dict, list]:
         the_spool = Spool(location)
         store = StoreFile(settings.db_path, wait_s=30.0)
-        stats = await ingest_spool(the_spool, store, policy=policy)
+        stats = await ingest_spool(the_spool, store, policy=policy, group_entries=settings.ingest_group_entries)
         if not assign and only is None:
             return stats.as_dict(), []
         async with AsyncExitStack() as stack:  # MAL is asked only to discover users

@@ -72,6 +72,25 @@ class ListBatch:
             outcomes = outcomes.rename_columns(["crawled_at" if name == "at" else name for name in outcomes.column_names])
         return cls(lists, entries, _conform(outcomes, OUTCOME_SCHEMA, {}, optional=("http_status", "error")))
 
+    @classmethod
+    def concat(cls, batches: Sequence[ListBatch]) -> ListBatch:
+        """One batch holding ``batches`` (whose users must be distinct), in order; each batch's
+        entry positions are shifted past the previous ones', so fetch order survives."""
+        if not batches:
+            raise ValueError("nothing to concatenate")
+        entries, offset = [], 0
+        for batch in batches:
+            positions = batch.entries["position"]
+            shifted = pc.add(positions, pa.scalar(offset, pa.int32()))
+            entries.append(batch.entries.set_column(0, "position", shifted))
+            if batch.entries.num_rows:
+                offset += pc.max(positions).as_py() + 1
+        return cls(
+            pa.concat_tables([batch.writes for batch in batches]),
+            pa.concat_tables(entries),
+            pa.concat_tables([batch.outcomes for batch in batches]),
+        )
+
     @property
     def users(self) -> int:
         return self.writes.num_rows + self.outcomes.num_rows

@@ -14,6 +14,7 @@ A non-finite loss stops the run with `NonFiniteLoss` before anything is saved as
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -83,8 +84,16 @@ def batch_rows(n_users: int, batch_size: int, seed: int, step: int) -> np.ndarra
     """Users of batch ``step``: walk a seeded permutation per epoch (deterministic, resumable)."""
     per_epoch = max(1, n_users // batch_size)
     epoch, index = divmod(step, per_epoch)
+    return epoch_order(n_users, seed, epoch)[index * batch_size : (index + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n_users: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's permutation of the users [n_users], read-only; drawn once per epoch, not per
+    step (at a million users the draw costs more than building the batch)."""
     order = np.random.default_rng([seed, epoch]).permutation(n_users)
-    return order[index * batch_size : (index + 1) * batch_size]
+    order.setflags(write=False)
+    return order
 
 
 def kl_weight_at(step: int, config: TrainConfig) -> float:
