@@ -36,6 +36,7 @@ from sprout.store import Store
 
 CRAWL_COMPLETED = "sprout.crawl.completed"
 CRAWL_SPOOLED = "sprout.crawl.spooled"
+CRAWL_ASSIGNED = "sprout.crawl.assigned"  # one per assignment handed out; starts a crawl for it
 CRAWL_LIMIT = "sprout-crawl"
 
 
@@ -56,6 +57,11 @@ class CrawlParameters(BaseModel):
         True,
         description="Where SPROUT_CRAWL_SPOOL is set, crawl the handed-out assignments into the spool (the users "
         "are the ingest deployment's choice then); off: write the store directly, on the store's host.",
+    )
+    assignment: str | None = Field(
+        None,
+        description="In spool mode, crawl only this handed-out assignment (what a sprout.crawl.assigned event "
+        "passes); empty: every waiting one.",
     )
 
 
@@ -86,7 +92,7 @@ async def crawl_into_spool(params: CrawlParameters, run_id: str) -> dict:
         with crawl_progress(params.show_progress) as progress:
             stats = await crawl_assignments(
                 Spool.from_settings(settings), client, CrawlPolicy.from_settings(settings), run_id=run_id,
-                progress=progress, take_slot=spool_take,
+                progress=progress, take_slot=spool_take, assignment=params.assignment or None,
             )
     return stats.as_dict()
 
@@ -142,6 +148,8 @@ async def crawl_and_publish(params: CrawlParameters) -> dict:
     if settings.client_id() is None:
         raise ValueError("SPROUT_MAL_CLIENT_ID is not set: the MAL API needs a client id")
     run_id = str(runtime.flow_run.id or "local")
+    if params.assignment and not (params.spool and settings.crawl_spool):
+        raise ValueError("an assignment is crawled into the spool: set SPROUT_CRAWL_SPOOL on this worker")
     await ensure_limits(settings.mal_requests_per_second)
     if params.spool and settings.crawl_spool:
         if params.usernames is not None:

@@ -3,7 +3,8 @@
 On the store's host: apply what crawl workers published to ``SPROUT_CRAWL_SPOOL`` (in name
 order, each batch exactly once) holding the DuckDB writer slot, purge withdrawn users' entries,
 refresh metadata of shows the new lists reference, then hand the next due users out as
-assignments for the crawl workers. Runs on ``sprout.crawl.spooled`` and on a schedule; emits
+assignments for the crawl workers, announcing each (``sprout.crawl.assigned``, which starts a
+crawl run for it on any crawl worker). Runs on ``sprout.crawl.spooled`` and on a schedule; emits
 ``sprout.crawl.completed`` when it applied batches (what retraining listens for). Without a
 spool configured it does nothing: crawls then write the store themselves.
 """
@@ -14,9 +15,10 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from flows.crawl import CRAWL_COMPLETED, publish_figures, purge_withdrawn
+from flows.crawl import CRAWL_ASSIGNED, CRAWL_COMPLETED, publish_figures, purge_withdrawn
 from flows.limits import PrefectRateLimiter, duckdb_writer, ensure_limits
 from sprout.config import Settings
 from sprout.crawl.access import StoreFile
@@ -45,7 +47,9 @@ class IngestParameters(BaseModel):
     shared_rate_limit: bool = Field(
         True, description="Spend the Prefect global MAL rate limit (off only for a local simulator)."
     )
-    announce: bool = Field(True, description="Emit sprout.crawl.completed when batches were applied.")
+    announce: bool = Field(
+        True, description="Emit sprout.crawl.completed when batches were applied, and sprout.crawl.assigned per assignment."
+    )
 
 
 def _store(settings: Settings) -> StoreFile:
@@ -88,7 +92,19 @@ async def refresh_and_hand_out(params: IngestParameters) -> dict:
         "users_discovered": stats.users_discovered,
         "assignments_handed_out": len(handed),
         "users_handed_out": sum(len(assignment.users) for assignment in handed),
+        "handed_out": {assignment.name: len(assignment.users) for assignment in handed},
     }
+
+
+def announce_assignments(handed_out: dict[str, int]) -> None:
+    """One ``sprout.crawl.assigned`` per assignment: each starts a crawl run for it, so as many
+    crawl workers crawl at once as there are assignments (up to the deployment's limit)."""
+    for name, users in handed_out.items():
+        emit_event(
+            event=CRAWL_ASSIGNED,
+            resource={"prefect.resource.id": f"sprout.assignment.{name}", "prefect.resource.name": "sprout assignment"},
+            payload={"assignment": name, "users": users},
+        )
 
 
 @flow(name="ingest", log_prints=True)
@@ -107,6 +123,9 @@ async def ingest_flow(params: IngestParameters = IngestParameters()) -> dict:
     async with duckdb_writer():
         figures = {**figures, **purge_withdrawn()}
     figures = {**figures, **await refresh_and_hand_out(params)}
+    handed_out = figures.pop("handed_out")
+    if params.announce:
+        announce_assignments(handed_out)
     publish_figures(
         figures, run_id, announce=params.announce and figures["batches"] > 0, event=CRAWL_COMPLETED, key="ingest-figures"
     )

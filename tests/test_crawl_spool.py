@@ -512,7 +512,7 @@ def test_the_crawl_flow_spools_and_the_ingest_flow_applies(prefect_server, tmp_p
     from prefect import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    from flows.crawl import CRAWL_COMPLETED, CRAWL_SPOOLED, CrawlParameters, crawl_flow
+    from flows.crawl import CRAWL_ASSIGNED, CRAWL_COMPLETED, CRAWL_SPOOLED, CrawlParameters, crawl_flow
     from flows.ingest import IngestParameters, ingest_flow
 
     store_home, worker_home = tmp_path / "store", tmp_path / "worker"
@@ -526,9 +526,14 @@ def test_the_crawl_flow_spools_and_the_ingest_flow_applies(prefect_server, tmp_p
     quiet = {"refresh_anime": False, "shared_rate_limit": False}
     handed = asyncio.run(ingest_flow(IngestParameters(assign_users=100, assignments=2, **quiet)))
     assert (handed["batches"], handed["assignments_handed_out"]) == (0, 2) and handed["users_handed_out"] > 2
-    # A worker host crawls both into the spool without a store of its own.
+    names = waiting(Spool(tmp_path / "spool"))
+    assert len(names) == 2
+    # A worker host crawls the one its event names, then the rest, without a store of its own.
     monkeypatch.setenv("SPROUT_HOME", str(worker_home))
-    crawled = asyncio.run(crawl_flow(CrawlParameters(**quiet)))
+    first = asyncio.run(crawl_flow(CrawlParameters(assignment=names[0], **quiet)))
+    assert first["assignments"] == 1 and waiting(Spool(tmp_path / "spool")) == names[1:]
+    rest = asyncio.run(crawl_flow(CrawlParameters(**quiet)))
+    crawled = {key: first[key] + rest[key] for key in ("assignments", "users_due", "users_ok", "batches_spooled")}
     assert crawled["assignments"] == 2 and crawled["users_due"] == handed["users_handed_out"]
     assert crawled["batches_spooled"] > 0 and not (worker_home / "sprout.duckdb").exists()
     # Back on the store's host: everything applied, anime metadata fetched, nothing handed out.
@@ -541,7 +546,7 @@ def test_the_crawl_flow_spools_and_the_ingest_flow_applies(prefect_server, tmp_p
         for (name,) in ok:
             assert {row_key(e) for e in store.user_entries(name)} == truth_rows(simulator, name)
 
-    async def announced(name: str, key: str, value: int) -> bool:
+    async def announced(name: str, key: str, value: object) -> bool:
         """Whether an event ``name`` with ``payload[key] == value`` arrives; events reach the server
         asynchronously, behind the run's own, and earlier tests' events share its name."""
         async with get_client() as client:
@@ -552,5 +557,17 @@ def test_the_crawl_flow_spools_and_the_ingest_flow_applies(prefect_server, tmp_p
                 await asyncio.sleep(0.1)
             return False
 
-    assert asyncio.run(announced(CRAWL_SPOOLED, "batches_spooled", crawled["batches_spooled"]))
+    assert all(asyncio.run(announced(CRAWL_ASSIGNED, "assignment", name)) for name in names)
+    assert asyncio.run(announced(CRAWL_SPOOLED, "batches_spooled", rest["batches_spooled"]))
     assert asyncio.run(announced(CRAWL_COMPLETED, "batches", applied["batches"]))
+
+
+def test_an_assignment_needs_a_spool(prefect_server, tmp_path, monkeypatch):
+    from flows.crawl import CrawlParameters, crawl_flow
+
+    monkeypatch.setenv("SPROUT_MAL_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("SPROUT_HOME", str(tmp_path))
+    monkeypatch.delenv("SPROUT_CRAWL_SPOOL", raising=False)
+    with pytest.raises(ValueError, match="SPROUT_CRAWL_SPOOL"):
+        asyncio.run(crawl_flow(CrawlParameters(assignment="20260101T000000000000Z-plan")))
+    assert not (tmp_path / "sprout.duckdb").exists()  # refused before anything was opened

@@ -31,7 +31,11 @@ from prefect.exceptions import PrefectHTTPStatusError
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
 DEPLOYMENTS = {
-    "crawl", "ingest", "refresh-anime", "retrain", "retrain-cpu", "evaluate-promote", "rollback", "pipeline",
+    "crawl", "crawl-assignment", "ingest", "refresh-anime", "retrain", "retrain-cpu", "evaluate-promote", "rollback",
+    "pipeline",
+}
+CRAWL_PARAMS = {
+    "discover_online": True, "max_users": 500, "full_refresh": False, "refresh_anime": True, "shared_rate_limit": True,
 }
 INGEST_PARAMS = {
     "assign_users": 500, "assignments": 1, "discover_online": True, "full_refresh": False, "claim_hours": 6,
@@ -116,7 +120,7 @@ class Server:
 
 def _flow_of(deployment: str) -> str:
     """The flow each deployment runs (its name in `flow/deployment`)."""
-    return {"retrain-cpu": "retrain"}.get(deployment, deployment)
+    return {"retrain-cpu": "retrain", "crawl-assignment": "crawl"}.get(deployment, deployment)
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +183,11 @@ def test_every_deployment_is_on_the_server(server: Server):
     assert set(deployments) == DEPLOYMENTS
     pools = {name: d.work_pool_name for name, d in deployments.items()}
     assert pools == {
-        "crawl": "sprout-cpu", "ingest": "sprout-cpu", "refresh-anime": "sprout-cpu", "retrain": "sprout-rocm",
+        "crawl": "sprout-cpu", "crawl-assignment": "sprout-cpu", "ingest": "sprout-cpu", "refresh-anime": "sprout-cpu",
+        "retrain": "sprout-rocm",
         "retrain-cpu": "sprout-cpu", "evaluate-promote": "sprout-cpu", "rollback": "sprout-cpu", "pipeline": "sprout-cpu",
     }
-    assert deployments["crawl"].work_queue_name == "crawl"
+    assert deployments["crawl"].work_queue_name == deployments["crawl-assignment"].work_queue_name == "crawl"
     # What writes DuckDB from MAL or the spool runs on the store's host, off the crawl queue.
     assert deployments["ingest"].work_queue_name == deployments["refresh-anime"].work_queue_name == "ingest"
     # Nothing built or pushed; the one pull step is resolved on the worker, at run time.
@@ -191,10 +196,12 @@ def test_every_deployment_is_on_the_server(server: Server):
             {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $SPROUT_REPO }}"}}
         ]
         assert deployment.global_concurrency_limit is not None
-        assert deployment.global_concurrency_limit.limit == 1
+    limits = {name: d.global_concurrency_limit.limit for name, d in deployments.items()}
+    assert limits == {**{name: 1 for name in DEPLOYMENTS}, "crawl-assignment": 8}  # crawls of assignments side by side
     strategies = {name: d.concurrency_options.collision_strategy.value for name, d in deployments.items()}
     assert strategies["crawl"] == strategies["ingest"] == "CANCEL_NEW" and strategies["evaluate-promote"] == "ENQUEUE"
-    for manual in ("rollback", "pipeline", "evaluate-promote"):
+    assert strategies["crawl-assignment"] == "ENQUEUE"
+    for manual in ("rollback", "pipeline", "evaluate-promote", "crawl-assignment"):
         assert deployments[manual].schedules == []
 
 
@@ -249,10 +256,10 @@ def test_parameter_forms_are_typed(server: Server):
     assert ingest["assignments"]["minimum"] == 1 and {"assign_users", "claim_hours", "discover_online"} <= set(ingest)
     assert server.deployment("ingest").parameters == {"params": INGEST_PARAMS}
     assert {"crawl", "retrain", "promotion"} <= set(fields("pipeline", "PipelineParameters"))
-    assert server.deployment("crawl").parameters == {"params": {
-        "discover_online": True, "max_users": 500, "full_refresh": False, "refresh_anime": True,
-        "shared_rate_limit": True,
-    }}
+    assert server.deployment("crawl").parameters == server.deployment("crawl-assignment").parameters == {
+        "params": CRAWL_PARAMS
+    }
+    assert "assignment" in crawl
 
 
 def test_the_server_validates_run_parameters(server: Server):
@@ -281,6 +288,10 @@ def test_triggers_are_linked_automations(server: Server):
     assert ingest.trigger.expect == {"sprout.crawl.spooled"}
     assert ingest.trigger.match.model_dump() == {"prefect.resource.id": "sprout.crawl.*"}
 
+    (assigned,) = server.automations("crawl-assignment")
+    assert assigned.enabled and assigned.trigger.expect == {"sprout.crawl.assigned"}
+    assert assigned.trigger.match.model_dump() == {"prefect.resource.id": "sprout.assignment.*"}
+
     (promote,) = server.automations("evaluate-promote")
     assert promote.enabled and promote.trigger.expect == {"sprout.model.trained"}
     assert promote.trigger.match.model_dump() == {"prefect.resource.id": "sprout.model.*"}
@@ -304,6 +315,18 @@ def test_spooled_lists_start_an_ingest_run(server: Server):
     (run,) = _wait_for(lambda: server.runs_of("ingest"), 30, "a flow run of the ingest deployment")
     assert run.parameters == {"params": INGEST_PARAMS}
     assert len(server.runs_of("retrain")) == retrains  # spooled lists are not stored yet: nothing to retrain on
+
+
+def test_each_handed_out_assignment_starts_a_crawl_of_it(server: Server):
+    names = ["20260101T000000000000Z-plan", "20260101T000000000001Z-plan"]
+    server.emit("sprout.crawl.assigned", "elsewhere.assignment.x", {"assignment": "x", "users": 1})
+    for name in names:
+        server.emit("sprout.crawl.assigned", f"sprout.assignment.{name}", {"assignment": name, "users": 12})
+    runs = _wait_for(lambda: runs if len(runs := server.runs_of("crawl-assignment")) == 2 else [],
+                     30, "two flow runs of the crawl-assignment deployment")
+    assert sorted(run.parameters["params"]["assignment"] for run in runs) == names
+    assert all(run.parameters == {"params": {**CRAWL_PARAMS, "assignment": run.parameters["params"]["assignment"]}}
+               for run in runs)
 
 
 def test_a_trained_model_starts_its_evaluation_with_the_version_templated(server: Server):
