@@ -65,16 +65,6 @@ INGEST_CHECKPOINT_THRESHOLD = "1GiB"
 Step = Callable[[str, str], None]  # (step, batch name): "applied" (not committed yet), "committed", "removed"
 
 
-@dataclass(frozen=True)
-class Ledger:
-    """The ``spool_batches`` row a spooled batch is applied under."""
-
-    name: str
-    run_id: str | None
-    assignment: str | None
-    applied_at: datetime
-
-
 @dataclass
 class IngestStats:
     """What one ingest did; ``as_dict`` is what the CLI, artifacts and events get."""
@@ -148,7 +138,7 @@ def apply_spooled(
                 _discover_in_order(connection, fresh)
             result, listed = _apply(connection, batch, guard, policy, refused, drop_stale=True)
             for part, part_result in zip(fresh, _per_part(result, listed, fresh)):
-                _record(connection, Ledger(part.name, part.run_id, part.assignment, applied_at), part.batch, part_result)
+                _record(connection, part, applied_at, part_result)
                 results[part.name] = part_result
             for assignment, names in _claims(fresh).items():
                 release_claims(connection, names, assignment)
@@ -289,12 +279,16 @@ def _refusal_outcomes(
     )
 
 
-def _record(connection: duckdb.DuckDBPyConnection, ledger: Ledger, batch: ListBatch, result: BatchResult) -> None:
+def _record(
+    connection: duckdb.DuckDBPyConnection, part: SpooledBatch, applied_at: datetime, result: BatchResult
+) -> None:
+    """The ``spool_batches`` row ``part`` is applied under."""
     added, changed, deleted, profiles = _sums(result)
+    batch = part.batch
     connection.execute(
         "INSERT INTO spool_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            ledger.name, ledger.run_id, ledger.assignment, ledger.applied_at, batch.writes.num_rows,
+            part.name, part.run_id, part.assignment, applied_at, batch.writes.num_rows,
             batch.outcomes.num_rows, batch.entries.num_rows, added, changed, deleted, profiles,
         ],
     )
