@@ -4,8 +4,12 @@ anime-5k, one seed: the `default` recipe trains on the snapshot's training users
 `benchmarks/quality.py` does), the model is registered, promoted and served by `sprout serve` on
 127.0.0.1, and each test user's fold-in entries go to ``POST /recommend`` with default options
 and ``top_k`` 100. The returned lists are scored against the held-out entries with the
-evaluator's metrics; EASE (λ tuned on validation users) is scored on the same users in the same
-run. anime-5k lists every entry as completed, so that is the status sent.
+evaluator's metrics, and their probabilities against what happened (expected held-out hits,
+``n_held · Σ p`` over the 100 returned, against the actual hits); each user's held-out rated
+shows go to ``POST /predict`` and its predicted ratings are scored by MAE. EASE (λ tuned on
+validation users), the user + item bias baseline and item-kNN with baselines are fitted on the
+same users as the served model (training + validation) and scored on the same test users in the
+same run. anime-5k lists every entry as completed, so that is the status sent.
 
     uv run python benchmarks/quality_http.py [--data ../shared/data/anime-5k] [--seed 98765]
 """
@@ -22,8 +26,8 @@ import typer
 
 from quality import DATA, build_snapshots, default_recipe
 from results import write_result
-from sprout.evaluation.baselines import EaseEvaluator
-from sprout.evaluation.evaluator import ranking_metrics
+from sprout.evaluation.baselines import standard_baselines
+from sprout.evaluation.evaluator import ranking_metrics, rating_metrics
 from sprout.evaluation.held_out import HeldOutUsers, held_out_users
 from sprout.model.artifact import write_model_artifact
 from sprout.training.loop import train
@@ -42,20 +46,37 @@ def fold_in_profile(users: HeldOutUsers, row: int, anime_ids: np.ndarray) -> lis
     ]
 
 
-def served_scores(url: str, users: HeldOutUsers, anime_ids: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Rank scores [U, C] from each user's returned list (100 for the first show, -inf if absent)."""
+def served_answers(url: str, users: HeldOutUsers, anime_ids: np.ndarray) -> dict:
+    """Rank scores [U, C] from each user's returned list (100 for the first show, -inf if absent),
+    the expected and actual held-out hits of the returned lists, /predict's rating of every
+    held-out rated entry [m], and request latencies."""
     position = {int(anime_id): index for index, anime_id in enumerate(anime_ids)}
     scores = np.full((users.n_users, users.corpus_size), -np.inf)
+    predicted = np.full(len(users.rated_items), np.nan)
+    expected = actual = 0.0
     latencies = []
     with httpx.Client(base_url=url, timeout=120) as http:
         for row in range(users.n_users):
+            profile = fold_in_profile(users, row, anime_ids)
             began = time.perf_counter()
-            response = http.post("/recommend", json={"profile": fold_in_profile(users, row, anime_ids), "top_k": TOP_K})
+            response = http.post("/recommend", json={"profile": profile, "top_k": TOP_K})
             latencies.append(time.perf_counter() - began)
             response.raise_for_status()
-            for rank, item in enumerate(response.json()["recommendations"]):
+            recommendations = response.json()["recommendations"]
+            for rank, item in enumerate(recommendations):
                 scores[row, position[item["anime_id"]]] = TOP_K - rank
-    return scores, latencies
+            n_held = int(users.held_out[row].sum())
+            expected += n_held * sum(item["probability"] for item in recommendations)
+            actual += sum(bool(users.held_out[row, position[item["anime_id"]]]) for item in recommendations)
+            entries = np.flatnonzero(users.rated_users == row)
+            if len(entries):
+                shows = [int(anime_ids[users.rated_items[e]]) for e in entries]
+                answer = http.post("/predict", json={"profile": profile, "shows": shows})
+                answer.raise_for_status()
+                by_id = {p["anime_id"]: p["predicted_rating"] for p in answer.json()["predictions"]}
+                predicted[entries] = [by_id[show] for show in shows]
+    return {"scores": scores, "predicted": predicted, "expected_hits": expected, "actual_hits": actual,
+            "latencies": latencies}
 
 
 def main(
@@ -71,25 +92,36 @@ def main(
         home = Path(scratch)
         snapshot = build_snapshots(data, home / "anime-5k", [seed])[0]
         test, validation = held_out_users(snapshot, "test"), held_out_users(snapshot, "validation")
-        ease = EaseEvaluator.tuned(snapshot.split("train"), validation).evaluate(test)
+        training = snapshot.split("train")
+        everyone = training.joined(snapshot.split("validation"))  # what the served model learns from
+        baselines = {e.name: e.evaluate(test) for e in standard_baselines(training, validation, fit_on=everyone)}
         model_config, train_config = default_recipe(snapshot)
         result = train(snapshot, model_config, train_config, home / "run")
-        _, folder = write_model_artifact(home / "models", result.model, snapshot, {"metrics": {}})
+        _, folder = write_model_artifact(home / "models", result.model, snapshot,
+                                         {"metrics": {"refit_users": result.refit_users}})
         registry = ModelRegistry(home / "bentoml" / "models")
         version = registry.register(folder, dataset_hash=DATASET_HASH, wandb_run_id=None, metrics={})
         registry.promote(version, "benchmark")
         anime_ids = snapshot.corpus.anime_ids
         with LocalServer(registry.store_dir, home / "serve.log", ready_timeout_s=1200) as server:
-            scores, latencies = served_scores(server.url, test, anime_ids)
-    served = ranking_metrics(scores, test)
-    keys = ("recall@20", "recall@50", "ndcg@100")
-    figures = {"served": {k: served[k] for k in keys}, "request_p50_ms": float(np.median(latencies) * 1000)}
-    baselines = {"ease": {k: ease[k] for k in keys}, "ease_lambda": ease["ease_lambda"]}
+            answers = served_answers(server.url, test, anime_ids)
+    served = ranking_metrics(answers["scores"], test)
+    keys = ("recall@20", "recall@50", "ndcg@100", "rated_ndcg@100")
+    figures = {
+        "served": {k: served[k] for k in keys},
+        "predict_rating_mae": rating_metrics(answers["predicted"], test)["rating_mae"],
+        "expected_hits@100": answers["expected_hits"], "actual_hits@100": answers["actual_hits"],
+        "calibration@100": answers["actual_hits"] / answers["expected_hits"],
+        "request_p50_ms": float(np.median(answers["latencies"]) * 1000),
+    }
+    reported = {"ease": keys, "bias": ("rating_mae",), "item_knn": ("rating_mae",), "popularity": keys}
     path = write_result("quality_http", {
         "data": "anime-5k", "seed": seed, "users": test.n_users, "top_k": TOP_K, "figures": figures,
-        "baselines": baselines, "item_item": result.item_item, "best_step": result.best_step,
+        "baselines": {name: {k: baselines[name][k] for k in ks} for name, ks in reported.items()},
+        "ease_lambda": baselines["ease"]["ease_lambda"], "fitted_users": everyone.n_users,
+        "item_item": result.item_item, "ratings": result.ratings, "best_step": result.best_step,
     })
-    print(f"served {figures['served']}, p50 {figures['request_p50_ms']:.1f} ms; EASE {baselines['ease']}")
+    print(f"served {figures}; baselines {baselines['ease']['ndcg@100']:.4f} (EASE)")
     print(f"wrote {path}")
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results"
-COLUMNS = (("R@20", "recall@20"), ("R@50", "recall@50"), ("NDCG@100", "ndcg@100"), ("rating MAE", "rating_mae"))
-LABELS = {"popularity": "popularity", "ease": "EASE (λ tuned on validation)", "user_mean": "user mean",
-          "item_mean": "item mean"}
+COLUMNS = (("R@20", "recall@20"), ("R@50", "recall@50"), ("NDCG@100", "ndcg@100"),
+           ("rated NDCG@100", "rated_ndcg@100"), ("rating MAE", "rating_mae"), ("calibration@100", "calibration@100"))
+LABELS = {"popularity": "popularity", "ease": "EASE (λ tuned on validation)",
+          "edlae": "EDLAE (λ, p tuned on validation)", "user_mean": "user mean", "item_mean": "item mean",
+          "bias": "user + item bias", "item_knn": "item-kNN with baselines (k 20)"}
 
 
 def number(value: float) -> str:
@@ -34,12 +36,30 @@ def method_rows(result: dict, figures_by_method: dict) -> list[str]:
              "| --- |" + " --- |" * len(COLUMNS)]
     for method, figures in figures_by_method.items():
         label = LABELS.get(method, method)
-        if method == "model":
-            label = f"model, default recipe (w = {result['rating_weight']:g}, the default)"
-        elif method.startswith("model (w = "):
-            label = "model, default recipe " + method.removeprefix("model ")
+        if method.startswith("model (w = "):
+            weight = float(method.removeprefix("model (w = ").rstrip(")"))
+            label = "**model**, default recipe " + method.removeprefix("model ") + (
+                ", the default" if weight == result["rating_weight"] else "")
         lines.append(f"| {label} | " + " | ".join(cell(figures.get(key)) for _, key in COLUMNS) + " |")
     return lines
+
+
+def chosen(run: dict) -> str:
+    item_item, ratings = run["item_item"], run.get("ratings", {})
+    return (f"λ {item_item.get('l2', 0):g}, p {item_item.get('dropout', 0):g}, blend a={item_item.get('presence_scale', 0):.3g} "
+            f"s={item_item.get('linear_scale', 0):.3g} (β {item_item.get('inverse_temperature', 1):.3g}), rating "
+            f"shrinkage {ratings.get('shrinkage', 0):g} and blend ({ratings.get('blend_offset', 0):.2f}, "
+            f"{ratings.get('blend_neighbours', 0):.2f}, {ratings.get('blend_head', 0):.2f}), best step "
+            f"{run['best_step']}, refit on {run.get('refit_users', 0):,} users, {run['train_wall_s'] / 60:.1f} min")
+
+
+def by_weight(runs: list[dict]) -> str:
+    weights = runs[0].get("validation_by_rating_weight", {})
+    means = {w: {k: sum(r["validation_by_rating_weight"][w][k] for r in runs) / len(runs)
+                 for k in ("ndcg@100", "rated_ndcg@100")} for w in weights}
+    return ("Validation NDCG@100 / rated NDCG@100 by rating weight (mean over seeds): "
+            + ", ".join(f"w = {w}: {number(v['ndcg@100'])} / {number(v['rated_ndcg@100'])}" for w, v in means.items())
+            + ".")
 
 
 def quality_table(result: dict) -> str:
@@ -50,28 +70,17 @@ def quality_table(result: dict) -> str:
         f"anime-5k, seeds {', '.join(map(str, result['seeds']))}, test users, mean ± standard error; " + provenance(result)
     )
     if runs:
-        blends = "; ".join(
-            f"λ {r['item_item'].get('l2', 0):g}, p {r['item_item'].get('dropout', 0):g}, blend a={r['item_item'].get('presence_scale', 0):g} "
-            f"s={r['item_item'].get('linear_scale', 0):g}, best step {r['best_step']}, {r['train_wall_s'] / 60:.1f} min"
-            for r in runs
-        )
-        lines.append(f"Chosen on validation users per seed: {blends}.")
-        weights = runs[0].get("validation_ndcg_by_rating_weight", {})
-        if weights:
-            means = {w: sum(r["validation_ndcg_by_rating_weight"][w] for r in runs) / len(runs) for w in weights}
-            lines.append("Validation NDCG@100 by rating weight (mean over seeds): "
-                         + ", ".join(f"w = {w}: {number(v)}" for w, v in means.items()) + ".")
+        lines.append("Chosen on validation users per seed: " + "; ".join(chosen(r) for r in runs) + ".")
+        lines.append(by_weight(runs))
     synthetic = result.get("synthetic")
     if synthetic:
         run, splits = synthetic["run"], synthetic["splits"]
-        chosen = run["item_item"]
         lines += ["", f"At larger scale, same run: a simulated population of {synthetic['users']:,} users "
                   f"({splits['train']:,} training users after the default dataset rules, corpus "
                   f"{synthetic['corpus_size']:,}), split seed {synthetic['seed']}, {splits['test']} test users:", ""]
         lines += method_rows(result, synthetic["figures"])
-        lines += ["", f"Chosen on validation users: λ {chosen.get('l2', 0):g}, p {chosen.get('dropout', 0):g}, "
-                  f"blend a={chosen.get('presence_scale', 0):g} s={chosen.get('linear_scale', 0):g}, "
-                  f"best step {run['best_step']}, {run['train_wall_s'] / 60:.1f} min."]
+        lines += ["", f"Chosen on validation users: {chosen(run)}.", by_weight([run])]
+    lines += ["", "![Reliability of the presence probabilities](benchmarks/results/quality_reliability.png)"]
     return "\n".join(lines)
 
 
@@ -182,16 +191,23 @@ def serving_isolation_table(result: dict) -> str:
 
 
 def quality_http_table(result: dict) -> str:
-    served, ease = result["figures"]["served"], result["baselines"]["ease"]
-    keys = ("recall@20", "recall@50", "ndcg@100")
+    figures, baselines = result["figures"], result["baselines"]
+    served, ease = figures["served"], baselines["ease"]
+    keys = ("recall@20", "recall@50", "ndcg@100", "rated_ndcg@100")
     return "\n".join([
-        "| over HTTP, users never in training | R@20 | R@50 | NDCG@100 |",
-        "| --- | --- | --- | --- |",
-        "| `POST /recommend`, default options | " + " | ".join(number(served[k]) for k in keys) + " |",
-        f"| EASE (λ {result['baselines']['ease_lambda']:g}), same users | " + " | ".join(number(ease[k]) for k in keys) + " |",
+        "| over HTTP, users never in training | R@20 | R@50 | NDCG@100 | rated NDCG@100 | rating MAE |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| `POST /recommend` (default options), `POST /predict` | " + " | ".join(number(served[k]) for k in keys)
+        + f" | {number(figures['predict_rating_mae'])} |",
+        f"| EASE (λ {result['ease_lambda']:g}), same users | " + " | ".join(number(ease[k]) for k in keys) + " | — |",
+        f"| user + item bias, same users | — | — | — | — | {number(baselines['bias']['rating_mae'])} |",
+        f"| item-kNN with baselines, same users | — | — | — | — | {number(baselines['item_knn']['rating_mae'])} |",
         "",
-        f"anime-5k seed {result['seed']}, {result['users']} test users, top {result['top_k']}, request p50 "
-        f"{result['figures']['request_p50_ms']:.1f} ms; " + provenance(result),
+        f"anime-5k seed {result['seed']}, {result['users']} test users, top {result['top_k']}; the served model "
+        f"and every baseline fitted on the same {result['fitted_users']:,} users (training + validation). The "
+        f"returned probabilities expected {figures['expected_hits@100']:,.0f} held-out hits in the top "
+        f"{result['top_k']} and {figures['actual_hits@100']:,.0f} happened (calibration "
+        f"{figures['calibration@100']:.2f}); request p50 {figures['request_p50_ms']:.1f} ms; " + provenance(result),
     ])
 
 

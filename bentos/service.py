@@ -2,6 +2,7 @@
 
 ``POST /recommend`` and ``POST /explain`` take the request's fields as top-level JSON, with the
 profile itself or a MyAnimeList ``username`` whose public list the service fetches;
+``POST /predict`` answers what the user would think of named shows;
 ``POST /profile/export`` turns MAL's list export file into that profile; ``GET /model``
 describes the model being served; ``GET /`` is the web page (``bentos/static/``). BentoML adds
 ``/livez``, ``/readyz``, ``/metrics`` and ``/docs.json``. Settings come from ``SPROUT_SERVE_*``
@@ -30,7 +31,9 @@ from sprout.inference.requests import (
     ExplainRequest,
     ExplainResponse,
     ModelInfo,
-    RankingOptions,
+    PredictRequest,
+    PredictResponse,
+    ProfileSource,
     RecommendRequest,
     RecommendResponse,
 )
@@ -86,7 +89,7 @@ class Sprout:
             explain_normaliser=settings.explain_normaliser,
         )
 
-    def _with_profile(self, request: RankingOptions) -> RankingOptions:
+    def _with_profile(self, request: ProfileSource) -> ProfileSource:
         """A request that names a username, with that user's list as its profile."""
         if request.username is None:
             return request
@@ -106,6 +109,15 @@ class Sprout:
         """Recommendations with contributors, the most impactful and the most surprising entries."""
         try:
             return self.batcher.explain(self._with_profile(request))
+        except (InferenceError, ProfileLookupError) as error:
+            return client_error(error)
+
+    @bentoml.api
+    def predict(self, request: PredictRequest, /) -> PredictResponse:
+        """What the user would think of named shows: probability and predicted rating of each, a
+        profile show predicted with itself held out."""
+        try:
+            return self.batcher.predict(self._with_profile(request))
         except (InferenceError, ProfileLookupError) as error:
             return client_error(error)
 

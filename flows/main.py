@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sprout.figures import percent, rating
 from sprout.workspace import Workspace
 
 console = Console()
@@ -55,24 +56,23 @@ def sample_profile(population, min_entries: int = 40) -> tuple[str, list[dict]]:
 
 def show_recommendations(username: str, answer: dict, explained: dict) -> None:
     table = Table(title=f"top 10 for {username} (model {answer['model']['version']})")
-    for column in ("#", "title", "score", "p", "predicted rating", "because of"):
+    for column in ("#", "title", "probability", "predicted rating", "because of (share of the score)"):
         table.add_column(column)
     for rank, item in enumerate(answer["recommendations"][:10], 1):
-        because = ", ".join(c["title"] for c in item.get("contributors") or [])
-        table.add_row(str(rank), item["title"], f"{item['score']:.4f}", f"{item['probability']:.4f}",
-                      f"{item['predicted_rating']:.1f}", because)
+        because = ", ".join(f"{c['title']} ({percent(c['share'])})" for c in item.get("contributors") or [])
+        table.add_row(str(rank), item["title"], percent(item["probability"]), rating(item["predicted_rating"]), because)
     console.print(table)
     impact = Table(title="most impactful entries of the profile")
     impact.add_column("title")
-    impact.add_column("impact", justify="right")
+    impact.add_column("moves the top 50 by", justify="right")
     for entry in explained["most_impactful"][:5]:
-        impact.add_row(entry["title"], f"{entry['impact']:.4f}")
+        impact.add_row(entry["title"], percent(entry["impact"]))
     console.print(impact)
     surprise = Table(title="most surprising ratings")
     for column in ("title", "rated", "expected"):
         surprise.add_column(column)
     for entry in explained["most_surprising"][:5]:
-        surprise.add_row(entry["title"], f"{entry['actual']:.0f}", f"{entry['predicted']:.1f}")
+        surprise.add_row(entry["title"], f"{entry['actual']:.0f}/10", rating(entry["predicted"]))
     console.print(surprise)
     if answer["ignored"]:
         console.print(f"ignored {len(answer['ignored'])} entries (e.g. {answer['ignored'][0]})")

@@ -18,11 +18,14 @@ from sprout.training.presets import get_preset
 from sprout.training.run import build_dataset
 
 
-def untrained_artifacts(home: Path, n_models: int) -> tuple[Snapshot, list[Path]]:
-    """The snapshot and ``n_models`` artifact folders whose weights differ by seed."""
+def untrained_artifacts(
+    home: Path, n_models: int, *, picture_base: str | None = None
+) -> tuple[Snapshot, list[Path]]:
+    """The snapshot and ``n_models`` artifact folders whose weights differ by seed; with
+    ``picture_base`` (a running simulator's URL) the shows' pictures are that simulator's."""
     population = synthetic_population(200, seed=3, n_anime=150)  # the simulator's catalogue in service tests
     with Store.open(home / "sprout.duckdb") as store:
-        load_population(store, population, population.now)
+        load_population(store, population, population.now, picture_base=picture_base)
     build_dataset(home, home / "sprout.duckdb", get_preset("tiny"), population.now.date())
     snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
     config = ModelConfig.tiny(corpus_size=len(snapshot.corpus.anime_ids))

@@ -23,6 +23,7 @@ from sprout.model.config import ModelConfig
 from sprout.store import Store
 from sprout.store.records import UserListWrite
 from sprout.model.artifact import write_model_artifact
+from sprout.training.rating_fit import fitted_parts, set_rating_parts
 
 SNAPSHOT_DATE = date(2025, 6, 30)
 FIRST_ID, N_SHOWS = 101, 40
@@ -99,6 +100,14 @@ def give_item_item_path(model: Autoencoder, seed: int) -> None:
     model.linear_scale.value = jnp.asarray(2.0, jnp.float32)
 
 
+def give_rating_path(model: Autoencoder, train) -> None:
+    """A rating path fitted on the snapshot's training users, blended so that every part matters."""
+    biases, neighbours = fitted_parts(train, model.config.corpus_size, model.config.rating_neighbours)
+    set_rating_parts(model, biases, neighbours[100.0])
+    model.rating_blend.value = jnp.asarray([0.1, 0.8, 0.3], jnp.float32)
+    model.like_curve.value = jnp.asarray([1.2, -0.1], jnp.float32)
+
+
 def build_artifacts(home: Path, *, seeds: tuple[int, ...] = (0,), n_users: int = 60) -> list[Path]:
     """Write a store, a snapshot and one random-weight model per seed under ``home``; returns the
     model folders (same snapshot and corpus, different weights)."""
@@ -108,11 +117,14 @@ def build_artifacts(home: Path, *, seeds: tuple[int, ...] = (0,), n_users: int =
         config = DatasetConfig.tiny(corpus_size=N_SHOWS, min_counted_entries=5, n_validation_users=0, n_test_users=0)
         manifest = build_snapshot(store, home / "snapshots", config, SNAPSHOT_DATE)
     snapshot = load_snapshot(home / "snapshots" / manifest.snapshot_id)
-    model_config = ModelConfig.tiny(corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16, item_item=True)
+    model_config = ModelConfig.tiny(
+        corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16, item_item=True, rating_neighbours=12
+    )
     folders = []
     for seed in seeds:
         model = Autoencoder(model_config, nnx.Rngs(seed))
         give_item_item_path(model, seed)
+        give_rating_path(model, snapshot.split("train"))
         metadata = {"metrics": {"ndcg@100": 0.25 + seed}}
         folders.append(write_model_artifact(home / "models", model, snapshot, metadata)[1])
     return folders

@@ -44,10 +44,12 @@ class ModelStore:
         return ModelRegistry(self.store_dir)
 
 
-def build_model_store(home: Path, *, n_models: int = 2, champion: int | None = 0) -> ModelStore:
+def build_model_store(
+    home: Path, *, n_models: int = 2, champion: int | None = 0, picture_base: str | None = None
+) -> ModelStore:
     """``n_models`` tiny models (different seeds) on one snapshot, registered; ``champion``
-    (an index, or None) is promoted."""
-    snapshot, folders = untrained_artifacts(home, n_models)
+    (an index, or None) is promoted; ``picture_base``: see `untrained_artifacts`."""
+    snapshot, folders = untrained_artifacts(home, n_models, picture_base=picture_base)
     registry = ModelRegistry(home / "bentoml" / "models")
     versions = []
     for seed, folder in enumerate(folders):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from crawl_helpers import crawl, later_clock, public_users, stored_rows, truth_rows
@@ -57,6 +58,17 @@ def test_first_crawl_stores_exactly_the_truth(store, simulator):
     assert store.counts()["anime_relations"] > 0
     run = store.last_crawl_run()
     assert run.status == "completed" and run.stats["users_ok"] == len(public)
+
+
+def test_anime_metadata_stores_each_shows_picture(store, simulator):
+    names = public_users(simulator)[:3]
+    stats = crawl(store, simulator, CrawlRequest(only_usernames=names))
+    rows = store.connection.execute("SELECT anime_id, main_picture FROM anime ORDER BY anime_id").fetchall()
+    assert rows and len(rows) == stats.anime_refreshed
+    # The large picture, as MAL's main_picture names it: the simulator serves it on loopback.
+    assert all(picture == f"{simulator.url}/images/anime/{anime_id}l.svg" for anime_id, picture in rows)
+    cover = httpx.get(rows[0][1], timeout=10)
+    assert cover.status_code == 200 and cover.headers["content-type"].startswith("image/svg+xml")
 
 
 def test_incremental_crawl_fetches_only_what_changed(store, simulator):

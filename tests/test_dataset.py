@@ -174,6 +174,18 @@ def test_user_splits_are_disjoint_sized_and_seeded():
         split_users(30, 11, 5, seed=1)
 
 
+def test_only_eligible_users_are_held_out_and_everyone_eligible_changes_nothing():
+    eligible = np.arange(90) % 3 != 0  # 60 users may be validation or test users
+    split = split_users(90, 10, 12, seed=1, eligible=eligible)
+    assert not eligible[split.users(1)].any() is True and eligible[split.users(1)].all()
+    assert eligible[split.users(2)].all() and len(split.users(2)) == 12
+    assert set(np.flatnonzero(~eligible)) <= set(split.users(0))  # the others all train
+    every = split_users(90, 20, 25, seed=1, eligible=np.ones(90, bool))
+    assert np.array_equal(every.assignment, split_users(90, 20, 25, seed=1).assignment)
+    with pytest.raises(ValueError, match="min_evaluation_entries"):
+        split_users(90, 21, 5, seed=1, eligible=eligible)
+
+
 def test_holdout_mask_takes_a_fifth_and_at_least_one():
     sizes = np.array([1, 2, 5, 10, 100, 0])
     indptr = np.concatenate([[0], np.cumsum(sizes)])
@@ -220,7 +232,9 @@ def make_store(path, lists=LISTS) -> Store:
     store.write_user_lists([UserListWrite(name, rows, True, at, at) for name, rows in lists.items()])
     store.upsert_anime(
         [
-            AnimeDetails(id=i, title=f"show {i}", rating="rx" if i == 6 else "pg_13", media_type="tv")
+            AnimeDetails(id=i, title=f"show {i}", rating="rx" if i == 6 else "pg_13", media_type="tv",
+                         start_date="2019-04" if i == 1 else None,
+                         main_picture={"large": "https://img.example/1l.jpg"} if i == 1 else None)
             for i in range(1, 7)
         ],
         at,
@@ -241,6 +255,8 @@ def test_snapshot_arrays_by_hand(store, tmp_path):
     assert snap.corpus.anime_ids.tolist() == [1, 2, 3, 5, 7]
     assert snap.corpus.counts.tolist() == [5, 4, 4, 3, 2]
     assert snap.corpus.titles[:2] == ("show 1", "show 2") and snap.corpus.titles[4] == ""
+    assert snap.corpus.years == (2019, None, None, None, None)  # show 7: no metadata
+    assert snap.corpus.pictures == ("https://img.example/1l.jpg", None, None, None, None)
     train = snap.split("train")
     assert train.usernames == ("alice", "bob", "carol")  # dave: too few; erin: inactive; frank: future
     assert train.indptr.tolist() == [0, 3, 6, 9]

@@ -13,7 +13,14 @@ from sprout.dataset.features import denormalise, normalised_values
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import METRIC_NAMES, exclude_fold_in, ranking_metrics, rating_metrics
 from sprout.evaluation.held_out import held_out_users_from_splits
-from sprout.evaluation.metrics import coverage_at_k, mean_popularity_at_k, ndcg_at_k, rating_errors, recall_at_k
+from sprout.evaluation.metrics import (
+    coverage_at_k,
+    graded_ndcg_at_k,
+    mean_popularity_at_k,
+    ndcg_at_k,
+    rating_errors,
+    recall_at_k,
+)
 from sprout.evaluation.model_scores import ModelEvaluator, model_scores
 from sprout.model.ranking_score import log_ranking_score
 from sprout.model.autoencoder import Autoencoder
@@ -112,12 +119,22 @@ def test_held_out_users_and_metric_dict():
 
 
 def test_ranking_score_formula_by_hand():
-    expected = 0.2**0.3 * 1.5**0.7
-    assert math.exp(log_ranking_score(math.log(0.2), 0.5, 0.3)) == pytest.approx(expected)
-    # a predicted rating below -1 is floored at 0.001 instead of going negative
-    assert math.exp(log_ranking_score(math.log(0.2), -3.0, 0.3)) == pytest.approx(0.2**0.3 * 0.001**0.7)
-    traced = jax.jit(lambda lp, r: log_ranking_score(lp, r, 0.3))(np.log(np.float32(0.2)), np.float32(0.5))
+    # p · q^(1 - w): the chance of watching, times the chance of liking raised to 1 - w
+    expected = 0.2 * 0.5**0.7
+    assert math.exp(log_ranking_score(math.log(0.2), math.log(0.5), 0.3)) == pytest.approx(expected)
+    assert math.exp(log_ranking_score(math.log(0.2), math.log(0.5), 1.0)) == pytest.approx(0.2)  # presence alone
+    assert math.exp(log_ranking_score(math.log(0.2), math.log(0.5), 0.0)) == pytest.approx(0.1)  # watch and like
+    traced = jax.jit(lambda lp, lq: log_ranking_score(lp, lq, 0.3))(np.log(np.float32(0.2)), np.log(np.float32(0.5)))
     assert math.exp(float(traced)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_graded_ndcg_rewards_ranking_the_liked_held_out_shows_first():
+    gains = np.array([[0.0, 0.9, 0.3, 0.0]])  # held out: show 1 rated 9, show 2 rated 3
+    best = graded_ndcg_at_k(np.array([[0.0, 4.0, 3.0, 1.0]]), gains, 100)
+    swapped = graded_ndcg_at_k(np.array([[0.0, 3.0, 4.0, 1.0]]), gains, 100)
+    assert best[0] == pytest.approx(1.0)
+    assert swapped[0] == pytest.approx((0.3 + 0.9 / np.log2(3)) / (0.9 + 0.3 / np.log2(3)))
+    assert np.isnan(graded_ndcg_at_k(np.zeros((1, 4)), np.zeros((1, 4)), 100)[0])
 
 
 def _tiny_model(corpus_size: int, seed: int = 0) -> Autoencoder:
@@ -148,9 +165,11 @@ def test_model_scores_match_a_direct_forward_pass():
         logits, ratings = model(items, values, np.ones_like(items, bool))
         p = np.asarray(jax.nn.softmax(logits[0]), np.float64)
         r = np.asarray(ratings[0], np.float64)
-        expected = p**0.3 * np.maximum(r + 1, 0.001) ** 0.7
-        np.testing.assert_allclose(np.exp(result.scores[user]), expected, rtol=1e-4)
         expected_ratings = denormalise(r, users.mu[user], users.sigma[user])
+        liked = 1 / (1 + np.exp(-(expected_ratings - users.mu[user])))  # the default like curve (1, 0)
+        expected = p * liked**0.7
+        np.testing.assert_allclose(np.exp(result.scores[user]), expected, rtol=1e-4)
+        np.testing.assert_allclose(np.exp(result.log_presence[user]), p, rtol=1e-4)
         np.testing.assert_allclose(result.ratings[user], expected_ratings, rtol=1e-4)
         assert ((result.ratings[user] >= 1) & (result.ratings[user] <= 10)).all()
 

@@ -51,6 +51,20 @@ def test_better_challenger_is_promoted_with_every_number_recorded():
     json.dumps(record)  # plain data, ready for a JSON column
 
 
+def test_a_challenger_whose_ratings_lose_to_a_rating_baseline_is_refused():
+    baselines = {**BASELINES, "user_mean": {"rating_mae": 1.30}, "bias": {"rating_mae": 1.05},
+                 "item_knn": {"rating_mae": 0.98}}
+    decision = decide(challenger(**{"ndcg@100": 0.32, "rating_mae": 1.00}), CHAMPION, baselines)
+    assert not decision.promote and failed(decision) == {"rating_mae_vs_item_knn"}  # against the best one
+    check = next(c for c in decision.checks if c.name == "rating_mae_vs_item_knn")
+    assert check.value == 1.00 and check.threshold == pytest.approx(0.98) and check.direction == "<="
+    assert decide(challenger(**{"ndcg@100": 0.32, "rating_mae": 0.97}), CHAMPION, baselines).promote
+    tolerant = GateRules(rating_baseline_tolerance=0.05)
+    assert decide(challenger(**{"ndcg@100": 0.32, "rating_mae": 1.00}), CHAMPION, baselines, tolerant).promote
+    broken = decide(challenger(**{"ndcg@100": 0.32, "rating_mae": math.nan}), CHAMPION, baselines)
+    assert "rating_mae_vs_item_knn" in failed(broken)  # a NaN never passes
+
+
 def test_worse_challenger_is_refused():
     decision = decide(challenger(**{"ndcg@100": 0.29}), CHAMPION, BASELINES)
     assert not decision.promote and failed(decision) == {"ndcg@100_vs_champion"}
@@ -136,7 +150,7 @@ def test_random_and_nan_models_are_never_promoted(snapshot, tmp_path):
     assert result["baselines"]["ease"]["ndcg@100"] > popularity  # the simulated tastes are learnable
     assert not result["decision"]["promote"]
     assert result["champion"] is None and result["champion_status"] == "none"
-    assert set(result["baselines"]) == {"popularity", "ease", "user_mean", "item_mean"}
+    assert set(result["baselines"]) == {"popularity", "ease", "user_mean", "item_mean", "bias", "item_knn"}
 
     nan_model = save_model(snapshot, tmp_path / "models", seed=1, nan=True)
     result = evaluate_artifact(nan_model, snapshot, champion_folder=random_model,

@@ -9,12 +9,13 @@ import pytest
 from inference_helpers import build_artifacts, genres_of, media_type_of, same_answers
 
 from sprout.dataset.features import denormalise
-from sprout.inference.engine import Recommender
+from sprout.inference.engine import Recommender, candidate_log_normaliser
 from sprout.inference.errors import InvalidProfile
 from sprout.inference.profile import prepare_profile
 from sprout.inference.ranking import log_scores
-from sprout.inference.requests import ExplainRequest, ProfileEntry, RecommendRequest
+from sprout.inference.requests import ExplainRequest, PredictRequest, ProfileEntry, RecommendRequest
 from sprout.model.artifact import read_model_artifact
+from sprout.model.rating_path import RatingPath, log_like
 
 ALL = 500  # top_k that returns every allowed show of the tiny corpus
 
@@ -63,16 +64,21 @@ def test_recommend_equals_a_dense_reference_forward(recommender, folder):
     )
     logits, ratings = model.forward_dense(dense)
     probability = np.asarray(jax.nn.softmax(logits[0]), np.float64)  # [C]
-    ratings = np.asarray(ratings[0], np.float64)  # [C]
-    score = probability**0.4 * np.maximum(ratings + 1, 0.001) ** 0.6
+    head = denormalise(np.asarray(ratings[0], np.float64), profile.mu, profile.sigma)  # [C] the rating head
+    predicted = RatingPath.of(model).predict(profile.items, profile.scores, np.arange(len(head)), head)  # [C]
+    liked = 1 / (1 + np.exp(-(1.2 * (predicted - profile.mu) - 0.1)))  # the model's like curve
+    candidates = np.ones(len(probability), bool)
+    candidates[profile.listed] = False
+    shown = probability / probability[candidates].sum()  # over the shows not in the profile
+    score = shown * liked**0.6
     score[profile.listed] = -np.inf
     expected = np.argsort(-score, kind="stable")[:10]
     assert returned(response) == recommender.corpus.anime_ids[expected].tolist()
     got = response.recommendations
     assert [r.score for r in got] == pytest.approx(score[expected], rel=1e-4)
-    assert [r.probability for r in got] == pytest.approx(probability[expected], rel=1e-4)
-    predicted = denormalise(ratings[expected], profile.mu, profile.sigma)
-    assert [r.predicted_rating for r in got] == pytest.approx(predicted, rel=1e-4)
+    assert [r.probability for r in got] == pytest.approx(shown[expected], rel=1e-4)
+    assert [r.predicted_rating for r in got] == pytest.approx(predicted[expected], rel=1e-4)
+    assert not np.allclose(predicted, head)  # the rating path changed the rating head's answer
     assert got[0].title == recommender.corpus.titles[expected[0]]
     assert all(r.contributors is None for r in got)
 
@@ -217,14 +223,25 @@ def test_contributor_drop_equals_the_score_without_the_entry(recommender):
     explained = recommender.explain(request)
     profile = prepare_profile(PROFILE, recommender.corpus)
     network, popularity = recommender.network, recommender.catalogue.popularity
+    pre, linear = network.encode(profile.items, profile.values)
+    whole = network.outputs(pre[None], linear[None])[0][0]  # [C] log presence of the whole profile
+    normaliser = candidate_log_normaliser(whole, profile.listed)  # scores use p over the non-profile shows
     for top in explained.recommendations:
         show = int(recommender.corpus.positions(np.array([top.anime_id]))[0])
         for contributor in top.contributors:
             keep = profile.items != recommender.corpus.positions(np.array([contributor.anime_id]))[0]
             pre, linear = network.encode(profile.items[keep], profile.values[keep])  # [H], [C]
             log_presence, ratings = network.outputs(pre[None], linear[None])  # [1, C]
-            rerun = np.exp(log_scores(log_presence[0], ratings[0], 0.5, popularity, 0.0))[show]
+            head = denormalise(ratings[0, show : show + 1], profile.mu, profile.sigma)
+            predicted = recommender.rating_path.predict(
+                profile.items[keep], profile.scores[keep], np.array([show]), head
+            )
+            like = log_like(predicted, profile.mu, recommender.like_curve)
+            held = log_presence[0, show : show + 1] - normaliser
+            rerun = np.exp(log_scores(held, like, 0.5, popularity[show : show + 1], 0.0))[0]
             assert top.score - rerun == pytest.approx(contributor.score_drop, rel=1e-3, abs=1e-6)
+            assert contributor.share == pytest.approx(1 - rerun / top.score, rel=1e-3, abs=1e-6)
+            assert 0 < contributor.share <= 1
 
 
 def test_batch_equals_single_requests(recommender):
@@ -266,5 +283,42 @@ def test_the_presence_pass_and_ratings_on_demand_equal_the_full_pass(recommender
         answer = recommender.recommend(RecommendRequest(profile=PROFILE, top_k=5, rating_weight=weight,
                                                         hide_unwatched_sequels=False))
         shows = recommender.corpus.positions(np.array([r.anime_id for r in answer.recommendations]))
-        expected = denormalise(ratings[0, shows], profile.mu, profile.sigma)
+        head = denormalise(ratings[0, shows], profile.mu, profile.sigma)
+        expected = recommender.rating_path.predict(profile.items, profile.scores, shows, head)
         assert [r.predicted_rating for r in answer.recommendations] == pytest.approx(expected.tolist(), rel=1e-4)
+
+
+def test_predict_answers_for_named_shows_as_recommend_and_explain_do(recommender):
+    """/predict of a show outside the profile is what /recommend says of it; of a profile show,
+    what the hold-out of explanations says; probabilities over the non-profile shows sum to 1."""
+    everything = recommender.recommend(RecommendRequest(profile=PROFILE, top_k=ALL, hide_unwatched_sequels=False))
+    by_id = {r.anime_id: r for r in everything.recommendations}
+    outside = list(by_id)
+    answer = recommender.predict(PredictRequest(profile=PROFILE, shows=[*outside, outside[0], 424242]))
+    assert [p.anime_id for p in answer.predictions] == outside  # in order, each once
+    assert [(i.anime_id, i.reason) for i in answer.ignored][-1] == (424242, "unknown_show")
+    for prediction in answer.predictions:
+        assert not prediction.in_profile
+        assert prediction.probability == pytest.approx(by_id[prediction.anime_id].probability, rel=1e-5)
+        assert prediction.predicted_rating == pytest.approx(by_id[prediction.anime_id].predicted_rating, rel=1e-5)
+    assert sum(p.probability for p in answer.predictions) == pytest.approx(1.0, rel=1e-5)
+
+    explained = recommender.explain(ExplainRequest(profile=PROFILE, top_k=5, hide_unwatched_sequels=False))
+    surprising = {s.anime_id: s.predicted for s in explained.most_surprising}  # every rated entry: fewer than 10
+    rated = [e.anime_id for e in PROFILE if e.score > 0 and e.anime_id in surprising]
+    assert len(rated) >= 4
+    own = recommender.predict(PredictRequest(profile=PROFILE, shows=rated))
+    for prediction in own.predictions:
+        assert prediction.in_profile and 0 < prediction.probability < 1
+        assert prediction.predicted_rating == pytest.approx(surprising[prediction.anime_id], rel=1e-4)
+    # held out, a profile show is a candidate among the non-profile shows (it is not recommended back)
+    assert not {p.anime_id for p in own.predictions} & set(by_id)
+
+
+def test_predict_refuses_bad_requests():
+    with pytest.raises(ValueError, match="at least 1"):
+        PredictRequest(profile=PROFILE, shows=[])
+    with pytest.raises(ValueError, match="at most 500"):
+        PredictRequest(profile=PROFILE, shows=list(range(1, 502)))
+    with pytest.raises(ValueError, match="exactly one"):
+        PredictRequest(shows=[1])

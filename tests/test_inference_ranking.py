@@ -12,7 +12,7 @@ from sprout.inference.explanations import (
     entry_impacts,
     most_impactful,
     most_surprising,
-    score_drops,
+    score_shares,
     top_contributors,
 )
 from sprout.inference.filters import CatalogueIndex, allowed_shows
@@ -32,14 +32,14 @@ def test_niche_strength_is_linear_to_one_half_then_exponential():
 def test_ranking_score_by_hand():
     popularity = np.array([0.1, 0.5])
     log_p = np.log([0.2, 0.05])
-    ratings = np.array([1.0, -1.5])  # the second hits the floor: max(-0.5, 0.001)
-    plain = np.exp(log_scores(log_p, ratings, 0.3, popularity, 0.0))
-    assert plain == pytest.approx([0.2**0.3 * 2.0**0.7, 0.05**0.3 * 0.001**0.7])
-    boosted = np.exp(log_scores(log_p, ratings, 0.3, popularity, 0.5))
+    log_q = np.log([0.9, 0.2])  # the chance the user likes each show
+    plain = np.exp(log_scores(log_p, log_q, 0.3, popularity, 0.0))
+    assert plain == pytest.approx([0.2 * 0.9**0.7, 0.05 * 0.2**0.7])
+    boosted = np.exp(log_scores(log_p, log_q, 0.3, popularity, 0.5))
     assert boosted == pytest.approx(plain * (1 + 0.5 * np.log1p(np.array([0.2 / 0.1, 0.05 / 0.5]))))
-    # w = 1 ranks by probability alone, w = 0 by rating alone
-    assert np.exp(log_scores(log_p, ratings, 1.0, popularity, 0.0)) == pytest.approx([0.2, 0.05])
-    assert np.exp(log_scores(log_p, ratings, 0.0, popularity, 0.0)) == pytest.approx([2.0, 0.001])
+    # w = 1 ranks by probability alone, w = 0 by the chance of watching and liking: p · q
+    assert np.exp(log_scores(log_p, log_q, 1.0, popularity, 0.0)) == pytest.approx([0.2, 0.05])
+    assert np.exp(log_scores(log_p, log_q, 0.0, popularity, 0.0)) == pytest.approx([0.18, 0.01])
 
 
 def test_popularity_shares_sum_to_one_and_never_zero():
@@ -116,17 +116,20 @@ def test_corpus_without_predecessors_hides_nothing():
     assert allowed.all()
 
 
-def test_contributors_are_the_largest_positive_drops():
-    base = np.array([1.0, 2.0])
-    held = np.array([[0.7, 2.5], [0.9, 1.0], [0.7, 2.0], [1.2, 1.5]])  # 4 entries, 2 candidates
-    drops = score_drops(base, held)
-    assert drops == pytest.approx(np.array([[0.3, -0.5], [0.1, 1.0], [0.3, 0.0], [-0.2, 0.5]]))
-    contributors = top_contributors(drops)
+def test_contributors_are_the_largest_shares_of_the_score():
+    base = np.log([1.0, 2.0])
+    held = np.log([[0.7, 2.5], [0.9, 1.0], [0.7, 2.0], [1.2, 1.5]])  # 4 entries, 2 candidates
+    shares = score_shares(base, held)  # 1 - held / base
+    assert shares == pytest.approx(np.array([[0.3, -0.25], [0.1, 0.5], [0.3, 0.0], [-0.2, 0.25]]))
+    contributors = top_contributors(shares)
     assert [[j for j, _ in c] for c in contributors] == [[0, 2, 1], [1, 3]]  # tie 0/2: earlier first
-    assert contributors[1][0][1] == pytest.approx(1.0)
-    assert entry_impacts(drops).tolist() == pytest.approx([0.8, 1.1, 0.3, 0.7])
-    assert entry_impacts(drops, candidates=1).tolist() == pytest.approx([0.3, 0.1, 0.3, 0.2])
-    assert most_impactful(entry_impacts(drops), count=3).tolist() == [1, 0, 3]
+    assert contributors[1][0][1] == pytest.approx(0.5)  # without entry 1 the second score halves
+    # impact: mean over candidates of |held - base| / max(held, base)
+    assert entry_impacts(base, held).tolist() == pytest.approx([(0.3 + 0.5 / 2.5) / 2, (0.1 + 0.5) / 2,
+                                                               0.3 / 2, (0.2 / 1.2 + 0.25) / 2])
+    assert entry_impacts(base, held, candidates=1).tolist() == pytest.approx([0.3, 0.1, 0.3, 0.2 / 1.2])
+    assert most_impactful(entry_impacts(base, held), count=3).tolist() == [1, 0, 3]
+    assert (entry_impacts(base, held) <= 1).all()
 
 
 def test_most_surprising_ranks_rated_entries_by_gap():

@@ -275,6 +275,34 @@ def test_anime_details_have_every_field_and_symmetric_relations(population, sim,
     assert client.get(f"{sim.api_url}/anime/999999999").status_code == 404
 
 
+def test_pictures_are_mal_shaped_and_served_by_the_simulator_itself(population, sim, client):
+    catalogue = population.catalogue
+    show = 5
+    anime_id, title = int(catalogue.ids[show]), catalogue.titles[show]
+    details = client.get(f"{sim.api_url}/anime/{anime_id}").json()
+    assert details["main_picture"] == {
+        "medium": f"{sim.url}/images/anime/{anime_id}.svg", "large": f"{sim.url}/images/anime/{anime_id}l.svg"
+    }
+    assert AnimeDetails.model_validate(details).main_picture.large == details["main_picture"]["large"]
+    # List items and related shows carry the same node.
+    name = next(n for n in population.usernames() if population.truth(n) and not population.is_private(n))
+    page = client.get(f"{sim.api_url}/users/{name}/animelist", params={"limit": 5, "nsfw": "true"}).json()
+    for item in page["data"]:
+        assert item["node"]["main_picture"]["large"] == f"{sim.url}/images/anime/{item['node']['id']}l.svg"
+    # Covers are public (no client id, like MAL's CDN) tiny SVGs with the title's first letter.
+    for url, width in ((details["main_picture"]["medium"], 225), (details["main_picture"]["large"], 450)):
+        cover = httpx.get(url, timeout=10)
+        assert cover.status_code == 200 and cover.headers["content-type"].startswith("image/svg+xml")
+        assert cover.text.startswith("<svg") and f'width="{width}"' in cover.text and len(cover.content) < 2000
+        assert f">{title[0].upper()}</text>" in cover.text
+    for missing in ("999999999.svg", f"{anime_id}.png", f"{anime_id}x.svg", "0.svg"):
+        assert httpx.get(f"{sim.url}/images/anime/{missing}", timeout=10).status_code == 404
+    assert httpx.get(f"{sim.url}/sim/stats", timeout=10).json()["routes"]["images"]["200"] >= 2
+    # The host a request came to is the one its pictures name.
+    by_name = client.get(f"{sim.api_url}/anime/{anime_id}", headers={"Host": f"localhost:{sim.port}"}).json()
+    assert by_name["main_picture"]["medium"] == f"http://localhost:{sim.port}/images/anime/{anime_id}.svg"
+
+
 def test_ranking_by_popularity(population, sim, client):
     url = f"{sim.api_url}/anime/ranking"
     params = {"ranking_type": "bypopularity", "limit": 200, "fields": "num_list_users,rating", "nsfw": "true"}

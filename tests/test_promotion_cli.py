@@ -33,7 +33,9 @@ def run(*args: str, code: int = 0) -> str:
 def test_evaluate_prints_metrics_baselines_and_decision(home):
     result = json.loads(run("evaluate", home.trained[0], "--json", *LATENCY))
     assert result["challenger_version"] == home.trained[0]
-    assert set(result["baselines"]) == {"popularity", "ease", "user_mean", "item_mean"}
+    assert set(result["baselines"]) == {"popularity", "ease", "user_mean", "item_mean", "bias", "item_knn"}
+    rating_baselines = [b["rating_mae"] for b in result["baselines"].values() if b["rating_mae"] is not None]
+    assert len(rating_baselines) == 4 and result["challenger"]["rating_mae"] <= min(rating_baselines)
     for name in ("recall@20", "recall@50", "ndcg@100", "rating_mae", "rating_rmse", "coverage@20"):
         assert isinstance(result["challenger"][name], float)
     assert result["champion"] is None and result["decision"]["promote"] is True

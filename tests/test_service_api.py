@@ -98,6 +98,28 @@ def test_explain_names_profile_entries(client, store):
     assert any(r["contributors"] for r in answer["recommendations"])
 
 
+def test_predict_answers_for_named_shows(client, store):
+    profile = profile_of(store.corpus, 15)
+    inside = profile[0]["anime_id"]
+    outside = [int(a) for a in store.corpus.anime_ids[30:34]]
+    response = client.post("/predict", json={"profile": profile, "shows": [*outside, inside, UNKNOWN_ID]})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"]["version"] == store.versions[0]
+    assert [p["anime_id"] for p in answer["predictions"]] == [*outside, inside]
+    assert all(0 < p["probability"] < 1 and 1 <= p["predicted_rating"] <= 10 for p in answer["predictions"])
+    assert [p["in_profile"] for p in answer["predictions"]] == [False] * 4 + [True]
+    assert (UNKNOWN_ID, "unknown_show") in {(i["anime_id"], i["reason"]) for i in answer["ignored"]}
+    recommended = client.post("/recommend", json={"profile": profile, "top_k": 500, "hide_unwatched_sequels": False})
+    by_id = {r["anime_id"]: r for r in recommended.json()["recommendations"]}
+    for prediction in answer["predictions"][:4]:  # the same figures /recommend gives those shows
+        assert prediction["probability"] == pytest.approx(by_id[prediction["anime_id"]]["probability"], rel=1e-4)
+    for body, needle in (({"profile": profile, "shows": []}, "shows"), ({"shows": [1]}, "exactly one"),
+                         ({"profile": profile, "shows": ["x"]}, "shows")):
+        refused = client.post("/predict", json=body)
+        assert refused.status_code == 400 and needle in refused.text, refused.text
+
+
 def test_model_matches_the_registry(client, store):
     response = client.get("/model")
     assert response.status_code == 200

@@ -4,6 +4,7 @@ HTTP against the simulator; `sprout recommend` in the terminal; the web page in 
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def simulator():
 
 @pytest.fixture(scope="module")
 def server(simulator, tmp_path_factory):
-    store = build_model_store(tmp_path_factory.mktemp("people"))
+    # The shows' pictures are the simulator's own covers, as a crawl through it would store them.
+    store = build_model_store(tmp_path_factory.mktemp("people"), picture_base=simulator.url)
     env = {**SERVER_ENV, **simulator_env(simulator), "SPROUT_SERVE_USERNAME_DEADLINE_S": "5"}
     with LocalServer(store.store_dir, tmp_path_factory.mktemp("logs") / "serve.log", extra_env=env) as running:
         yield running
@@ -193,3 +195,98 @@ def test_the_web_page_in_a_real_browser(server, simulator, tmp_path):
             page.screenshot(path=tmp_path / f"error-{message.split()[0]}.png", full_page=True)
         browser.close()
     assert len(list(tmp_path.glob("*.png"))) == 5
+
+
+MEDIA_NAMES = {"tv": "TV", "movie": "Movie", "ova": "OVA", "ona": "ONA", "special": "Special", "music": "Music"}
+PERCENT = r"(?:<0\.0001|\d+(?:\.\d+)?)%"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_shows_covers_readable_figures_and_predictions(server, simulator, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    catalogue = simulator.population.catalogue
+    name = users(simulator, private=False)[0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 420, "height": 900})
+        page.goto(server.url + "/")
+        page.get_by_label("MyAnimeList username").fill(name)
+        page.get_by_role("button", name="Recommend").click()
+        items = page.locator("#recommendations li")
+        expect(items).to_have_count(20, timeout=30_000)
+
+        # Every recommendation has its cover (the simulator's, loaded) or a placeholder: never a broken image.
+        assert page.locator("#recommendations li .cover").count() == 20
+        first = page.locator("#recommendations li img.cover").first
+        expect(first).to_have_attribute("loading", "lazy")
+        assert first.get_attribute("alt").startswith("Cover of ")
+        page.wait_for_function(
+            "() => { const i = document.querySelector('#recommendations img.cover'); return i && i.complete && i.naturalWidth > 0; }"
+        )
+        for row in items.all():  # lazy covers load as they come into view
+            row.scroll_into_view_if_needed()
+            row.locator(".cover").evaluate(
+                "(c) => c.tagName !== 'IMG' || c.complete ? null"
+                " : new Promise((done) => { c.addEventListener('load', done); c.addEventListener('error', done); })"
+            )
+        loaded = page.evaluate(
+            "[...document.querySelectorAll('#recommendations .cover')].map((c) => c.tagName === 'IMG' && c.naturalWidth)"
+        )
+        assert all(loaded), loaded  # every corpus show has a picture here, and the simulator serves them all
+
+        # Figures: probabilities as readable, differing percentages, predicted ratings out of 10.
+        figures = page.locator("#recommendations .figures").all_inner_texts()
+        probabilities = [re.search(rf"probability ({PERCENT})", text).group(1) for text in figures]
+        assert len(set(probabilities)) > 1 and "0.0%" not in page.locator("main").inner_text()
+        assert all(p != "0%" for p in probabilities)
+        assert all(re.search(r"predicted rating \d+\.\d/10", text) for text in figures), figures
+
+        # Media type, year and genres of each show, as the corpus (the simulator's catalogue) has them.
+        for row in items.all():
+            anime_id = int(row.locator("a.title").get_attribute("href").rsplit("/", 1)[1])
+            show = catalogue.index_of[anime_id]
+            meta = row.locator(".meta").inner_text()
+            assert MEDIA_NAMES[catalogue.media_types[show]] in meta
+            if catalogue.start_dates[show]:
+                assert catalogue.start_dates[show][:4] in meta
+            for genre in catalogue.genres[show]:
+                assert catalogue.genre_names[genre] in meta
+
+        # Explanations as shares: "because you watched A (41%) ..." and "changes your top 50 by 12% on average".
+        because = page.locator("#recommendations .because").first.inner_text()
+        assert re.match(rf"because you watched .+ \({PERCENT}\)", because), because
+        expect(page.locator("#impactful li").first).to_contain_text(re.compile(rf"changes your top 50 by {PERCENT} on average"))
+        page.screenshot(path=tmp_path / "covers.png", full_page=True)
+
+        # What would I think of…? Two recommended shows by id and by title, one of the list, one unknown.
+        recommended = [int(a.get_attribute("href").rsplit("/", 1)[1]) for a in page.locator("#recommendations a.title").all()]
+        titled = next(catalogue.titles[catalogue.index_of[i]] for i in recommended[1:] if "," not in catalogue.titles[catalogue.index_of[i]])
+        own = as_profile(simulator, name)[0]["anime_id"]
+        page.route(f"**/images/anime/{own}l.svg", lambda route: route.abort())  # this cover fails to load
+        page.get_by_label("Anime ids").fill(f"{recommended[0]}, {titled}, {own}, 2000000000")
+        page.get_by_role("button", name="Predict").click()
+        predictions = page.locator("#predictions li")
+        expect(predictions).to_have_count(3, timeout=30_000)
+        expect(page.locator("#predict_status")).to_contain_text("does not know #2000000000")
+        texts = predictions.all_inner_texts()
+        assert all(re.search(rf"probability {PERCENT} · predicted rating \d+\.\d/10", text) for text in texts), texts
+        assert titled in texts[1] and "On your list" in texts[2]
+        assert page.locator("#predictions li .cover").count() == 3
+        predictions.nth(2).scroll_into_view_if_needed()
+        failed = predictions.nth(2).locator(".cover")  # a plain box with the title's first letter instead
+        expect(failed).to_have_class(re.compile(r"\bplaceholder\b"))
+        expect(failed).to_have_text(catalogue.titles[catalogue.index_of[own]].strip()[0].upper())
+        # A recommended show gets the figures its recommendation showed.
+        assert re.search(rf"probability ({PERCENT})", texts[0]).group(1) == probabilities[0]
+        page.locator("#predict").screenshot(path=tmp_path / "predict.png")
+        page.screenshot(path=tmp_path / "page.png", full_page=True)
+
+        # A 4xx answer reads as its sentence, in the box.
+        page.get_by_label("MyAnimeList username").fill("nobody_here_42")
+        page.get_by_role("button", name="Predict").click()
+        expect(page.locator("#predict_error")).to_contain_text("no user called", timeout=30_000)
+        page.get_by_label("Anime ids").fill("1, not a show")
+        page.get_by_role("button", name="Predict").click()
+        expect(page.locator("#predict_error")).to_contain_text("is not an anime id")
+        browser.close()

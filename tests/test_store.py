@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from sprout.mal.models import AlternativeTitles, AnimeDetails, AnimeNode, Genre, ListEntry, RelatedAnime
+from sprout.mal.models import AlternativeTitles, AnimeDetails, AnimeNode, Genre, ListEntry, Picture, RelatedAnime
 from sprout.store import (
     LATEST_VERSION,
     ChangeCounts,
@@ -97,6 +97,31 @@ def test_file_left_at_version_1_is_upgraded(tmp_path: Path):
         assert store.counts()["users"] == 1
         store.upsert_anime([AnimeDetails(id=1, title="Now possible")], T0)  # table from migration 2
         assert store.counts()["anime"] == 1
+
+
+def test_file_from_before_show_pictures_upgrades_in_place_and_keeps_its_rows(tmp_path: Path):
+    path = tmp_path / "before-pictures.duckdb"
+    connection = duckdb.connect(str(path))
+    assert migrate(connection, target=7) == 7
+    connection.execute(
+        "INSERT INTO anime VALUES (1, 'Kept', 'tv', 'pg_13', '2019-04', 8.25, 10, 1234, 12, ['Action'], NULL, ?)", [T0]
+    )
+    connection.execute("INSERT INTO anime_relations VALUES (1, 2, 'sequel')")
+    connection.execute("INSERT INTO users VALUES ('old_timer', TIMESTAMPTZ '2020-01-01 00:00:00+00', 'seed', 1)")
+    connection.close()
+
+    with Store.open(path) as store:
+        assert store.schema_version() == LATEST_VERSION
+        sql = store.connection.execute
+        assert sql("SELECT name FROM schema_migrations WHERE version = 8").fetchall() == [("show pictures",)]
+        assert sql(
+            "SELECT anime_id, title, media_type, start_date, genres, fetched_at, main_picture FROM anime"
+        ).fetchall() == [(1, "Kept", "tv", "2019-04", ["Action"], T0, None)]
+        assert store.counts()["users"] == store.counts()["anime_relations"] == 1
+        store.upsert_anime([_details(2, "New", main_picture=Picture(medium="https://img.example/2.jpg"))], T0)
+        assert sql("SELECT anime_id, main_picture FROM anime ORDER BY anime_id").fetchall() == [
+            (1, None), (2, "https://img.example/2.jpg")
+        ]
 
 
 def test_file_from_newer_code_is_refused(tmp_path: Path):
@@ -450,6 +475,23 @@ def test_upsert_anime_replaces_metadata_and_relations(store: Store):
         ("Show One (renamed)", [])
     ]
     assert store.counts()["anime"] == 2
+
+
+def test_upsert_anime_keeps_the_large_picture_else_the_medium(store: Store):
+    pictures = {
+        1: Picture(medium="https://img.example/1.jpg", large="https://img.example/1l.jpg"),
+        2: Picture(medium="https://img.example/2.jpg"),
+        3: Picture(large="https://img.example/3l.jpg"),
+        4: Picture(),
+        5: None,
+    }
+    store.upsert_anime([_details(i, f"Show {i}", main_picture=picture) for i, picture in pictures.items()], T0)
+    assert store.connection.execute("SELECT anime_id, main_picture FROM anime ORDER BY anime_id").fetchall() == [
+        (1, "https://img.example/1l.jpg"), (2, "https://img.example/2.jpg"), (3, "https://img.example/3l.jpg"),
+        (4, None), (5, None),
+    ]
+    store.upsert_anime([_details(1, "Show 1")], T0 + DAY)  # a later answer without a picture clears it
+    assert store.connection.execute("SELECT main_picture FROM anime WHERE anime_id = 1").fetchall() == [(None,)]
 
 
 def test_anime_needing_refresh_most_listed_first(store: Store):

@@ -158,3 +158,41 @@ def test_the_best_validation_step_is_restored_after_worse_ones(home, tmp_path, m
     np.testing.assert_array_equal(
         np.asarray(result.model.encoder_input.kernel[...]), np.asarray(reference.model.encoder_input.kernel[...])
     )
+
+
+def test_the_final_model_is_refitted_on_training_and_validation_users_never_test_users(home, tmp_path):
+    """Every choice is made on validation users, then B and the rating path are fitted again on
+    training + validation users; the test users, who score the model, are in neither."""
+    from sprout.dataset.gram import gram_matrix
+    from sprout.model.item_item import edlae_weights
+    from sprout.model.rating_path import RatingPath
+    from sprout.training.rating_fit import fitted_parts
+
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    config = TrainConfig.tiny().model_copy(update={"max_steps": 20, "eval_every": 20})
+    result = train(snapshot, TINY.model, config, tmp_path / "ckpt")
+    train_users = snapshot.split("train").subset(np.diff(snapshot.split("train").indptr) >= result.entry_threshold)
+    everyone = train_users.joined(snapshot.split("validation"))
+    assert result.refit_users == everyone.n_users == result.training_users + snapshot.split("validation").n_users
+    assert not set(everyone.usernames) & set(snapshot.split("test").usernames)
+    corpus = TINY.model.corpus_size
+    chosen = (result.item_item["l2"], result.item_item["dropout"])
+    refitted = edlae_weights(gram_matrix(everyone, corpus), *chosen)
+    np.testing.assert_allclose(np.asarray(result.model.item_item[...]), refitted, rtol=1e-5, atol=1e-6)
+    with_test = edlae_weights(gram_matrix(everyone.joined(snapshot.split("test")), corpus), *chosen)
+    assert not np.allclose(np.asarray(result.model.item_item[...]), with_test, atol=1e-6)
+    biases, neighbours = fitted_parts(everyone, corpus, TINY.model.rating_neighbours, (result.ratings["shrinkage"],))
+    path = RatingPath.of(result.model)
+    np.testing.assert_allclose(path.biases.item_bias, biases.item_bias, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(path.neighbours.ids, neighbours[result.ratings["shrinkage"]].ids)
+    # the validation figures were measured before the refit, on users the model had not seen
+    assert result.ratings["validation_mae"] <= result.ratings["validation_mae_neighbours"] + 1e-4
+
+
+def test_no_refit_keeps_the_training_users_fit(home, tmp_path):
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    config = TrainConfig.tiny().model_copy(update={"max_steps": 20, "eval_every": 20, "refit_on_validation": False,
+                                                   "training_entry_thresholds": (1,)})
+    result = train(snapshot, TINY.model, config, tmp_path / "ckpt")
+    assert result.refit_users == 0 and result.entry_threshold == 1
+    assert result.training_users == snapshot.split("train").n_users

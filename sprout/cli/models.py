@@ -52,10 +52,13 @@ def _evaluate(version: str, settings, registry, rules) -> dict[str, Any]:
         raise fail(str(error)) from None
 
 
-def _rules(ndcg_margin: float, max_mae_regression: float, max_latency_ms: float, ease_tolerance: float):
+def _rules(
+    ndcg_margin: float, max_mae_regression: float, max_latency_ms: float, ease_tolerance: float,
+    rating_tolerance: float,
+):
     return GateRules(
         ndcg_margin=ndcg_margin, max_mae_regression=max_mae_regression, max_forward_latency_ms=max_latency_ms,
-        ease_tolerance=ease_tolerance,
+        ease_tolerance=ease_tolerance, rating_baseline_tolerance=rating_tolerance,
     )
 
 
@@ -65,6 +68,9 @@ LatencyBudget = Annotated[float, typer.Option(help="Forward-pass latency budget 
 EaseTolerance = Annotated[
     float, typer.Option(help="How far the challenger's NDCG@100 may fall below EASE's on the same test users.")
 ]
+RatingTolerance = Annotated[
+    float, typer.Option(help="How far the challenger's rating MAE may exceed the best rating baseline's (1–10 scale).")
+]
 
 
 def evaluate(
@@ -73,11 +79,14 @@ def evaluate(
     max_mae_regression: MaeRegression = DEFAULT_RULES.max_mae_regression,
     max_latency_ms: LatencyBudget = DEFAULT_RULES.max_forward_latency_ms,
     ease_tolerance: EaseTolerance = DEFAULT_RULES.ease_tolerance,
+    rating_tolerance: RatingTolerance = DEFAULT_RULES.rating_baseline_tolerance,
     as_json: AsJson = False,
 ) -> None:
     """Score a model, the champion and the baselines on the same test users; print the gate decision."""
     settings, registry = _settings_and_registry()
-    result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance))
+    result = _evaluate(version, settings, registry, _rules(
+        ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance, rating_tolerance
+    ))
     if as_json:
         print(json.dumps(json_ready(result), default=str))
     else:
@@ -120,6 +129,7 @@ def promote(
     max_mae_regression: MaeRegression = DEFAULT_RULES.max_mae_regression,
     max_latency_ms: LatencyBudget = DEFAULT_RULES.max_forward_latency_ms,
     ease_tolerance: EaseTolerance = DEFAULT_RULES.ease_tolerance,
+    rating_tolerance: RatingTolerance = DEFAULT_RULES.rating_baseline_tolerance,
     as_json: AsJson = False,
 ) -> None:
     """Promote a version: the gate runs first unless --force; a failed check refuses."""
@@ -129,7 +139,9 @@ def promote(
     settings, registry = _settings_and_registry()
     metrics: dict[str, Any] = {}
     if not force:
-        result = _evaluate(version, settings, registry, _rules(ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance))
+        result = _evaluate(version, settings, registry, _rules(
+        ndcg_margin, max_mae_regression, max_latency_ms, ease_tolerance, rating_tolerance
+    ))
         if not result["decision"]["promote"]:
             raise fail(f"the gate refused {version}: " + "; ".join(result["decision"]["reasons"]))
         metrics = result["challenger"]

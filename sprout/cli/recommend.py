@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from sprout.figures import percent, rating
+
 from .common import AsJson, console, fail
 
 DEFAULT_URL = "http://127.0.0.1:3000"
@@ -50,8 +52,8 @@ def recommend(
     for column in ("#", "title", "predicted rating", "probability", "because you watched"):
         table.add_column(column, justify="right" if column in ("#", "predicted rating", "probability") else "left")
     for rank, item in enumerate(result["recommendations"], start=1):
-        because = ", ".join(c["title"] for c in item.get("contributors") or [])
-        table.add_row(str(rank), item["title"], f"{item['predicted_rating']:.1f}", f"{100 * item['probability']:.1f}%", because)
+        because = ", ".join(f"{c['title']} ({percent(c['share'])})" for c in item.get("contributors") or [])
+        table.add_row(str(rank), item["title"], rating(item["predicted_rating"]), percent(item["probability"]), because)
     console.print(table)
 
 

@@ -15,7 +15,12 @@ class DatasetConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     corpus_size: int = Field(6000, gt=0)  # most-listed shows kept; index 0 = most popular
-    min_counted_entries: int = Field(30, ge=0)  # entries that count: everything but plan-to-watch
+    # Entries that count (everything but plan-to-watch) a user needs to be in the snapshot at all.
+    # Short profiles still carry co-occurrence signal: the training recipe chooses, on validation
+    # users, which training users it learns from (`TrainConfig.training_entry_thresholds`).
+    min_counted_entries: int = Field(1, ge=0)
+    # ... and to be a validation or test user, so that their fold-in / held-out split means something.
+    min_evaluation_entries: int = Field(10, ge=0)
     # A user is active with an update in this many days before the snapshot date (5 years).
     # A field so data without real timestamps (anime-5k) can still build.
     activity_window_days: int = Field(1826, gt=0)
@@ -31,6 +36,7 @@ class DatasetConfig(BaseModel):
         values: dict[str, object] = {
             "corpus_size": 200,
             "min_counted_entries": 5,
+            "min_evaluation_entries": 5,
             "n_validation_users": 20,
             "n_test_users": 20,
         }

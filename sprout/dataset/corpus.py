@@ -5,7 +5,7 @@ users who went private or deleted their account, and minus shows whose age ratin
 shows without metadata are kept (they have no rating).
 It is versioned with the snapshot and travels with every model as plain JSON, together with
 each show's direct predecessors (its prequels and parent stories), which serving needs to hide
-sequels of shows the user has not seen.
+sequels of shows the user has not seen, and its picture and year, which answers show.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ WITH counts AS (
     GROUP BY anime_id
 )
 SELECT c.anime_id, c.n_lists, coalesce(a.title, '') AS title, a.media_type,
-       coalesce(a.genres, []::VARCHAR[]) AS genres, coalesce(p.ids, []::INTEGER[]) AS predecessors
+       coalesce(a.genres, []::VARCHAR[]) AS genres, coalesce(p.ids, []::INTEGER[]) AS predecessors,
+       a.main_picture AS picture,
+       try_cast(left(a.start_date, 4) AS INTEGER) AS year  -- YYYY, YYYY-MM or YYYY-MM-DD
 FROM counts c LEFT JOIN anime a USING (anime_id) LEFT JOIN predecessors p USING (anime_id)
 WHERE a.rating IS NULL OR NOT list_contains($excluded, a.rating)
 ORDER BY c.n_lists DESC, c.anime_id
@@ -54,10 +56,17 @@ class Corpus:
     # Per show, the anime ids it directly follows (prequels, parent stories; in the corpus or not).
     # Empty when unknown, as in corpora written before relations were recorded.
     predecessors: tuple[tuple[int, ...], ...] = ()
+    # Per show, the URL of its picture and the year it started (None when unknown). Empty in
+    # corpora written before they were recorded.
+    pictures: tuple[str | None, ...] = ()
+    years: tuple[int | None, ...] = ()
 
     def __post_init__(self) -> None:
         if self.predecessors and len(self.predecessors) != len(self.anime_ids):
             raise ValueError("predecessors must be empty or give one tuple per corpus show")
+        for name in ("pictures", "years"):
+            if getattr(self, name) and len(getattr(self, name)) != len(self.anime_ids):
+                raise ValueError(f"{name} must be empty or give one value per corpus show")
         order = np.argsort(self.anime_ids, kind="stable")
         if len(order) > 1 and not bool(np.all(np.diff(self.anime_ids[order]) > 0)):
             raise ValueError("corpus anime ids must be unique")
@@ -85,6 +94,8 @@ class Corpus:
             "media_types": list(self.media_types),
             "genres": [list(g) for g in self.genres],
             "predecessors": [list(p) for p in self.predecessors],
+            "pictures": list(self.pictures),
+            "years": list(self.years),
         }
 
     def to_json(self) -> str:
@@ -100,6 +111,8 @@ class Corpus:
             media_types=tuple(data["media_types"]),
             genres=tuple(tuple(g) for g in data["genres"]),
             predecessors=tuple(tuple(int(i) for i in p) for p in data.get("predecessors", ())),
+            pictures=tuple(None if p is None else str(p) for p in data.get("pictures", ())),
+            years=tuple(None if y is None else int(y) for y in data.get("years", ())),
         )
 
     @classmethod
@@ -115,7 +128,8 @@ def build_corpus(
     cutoff: datetime,
 ) -> Corpus:
     """The top ``corpus_size`` shows by list rows updated before ``cutoff`` (ties: lower id),
-    with each show's direct predecessors from the stored relations."""
+    with each show's direct predecessors from the stored relations, its picture and the year
+    of its start date."""
     rows = connection.execute(
         _CORPUS_SQL,
         {"cutoff": cutoff, "excluded": list(excluded_ratings), "corpus_size": corpus_size},
@@ -127,4 +141,6 @@ def build_corpus(
         media_types=tuple(r[3] for r in rows),
         genres=tuple(tuple(r[4]) for r in rows),
         predecessors=tuple(tuple(r[5]) for r in rows),
+        pictures=tuple(r[6] for r in rows),
+        years=tuple(r[7] for r in rows),
     )

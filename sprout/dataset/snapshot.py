@@ -31,7 +31,7 @@ from sprout.store.retention import WITHDRAWN_USERS_SQL
 
 from .config import DatasetConfig
 from .corpus import Corpus, build_corpus
-from .features import IGNORED_REASONS, normalised_values, owners, profile_features
+from .features import IGNORED_REASONS, PLAN_TO_WATCH, normalised_values, owners, profile_features
 from .snapshot_format import (
     Snapshot,
     SnapshotError,
@@ -141,6 +141,13 @@ def _split_arrays(
     )
 
 
+def counted_entries(rows: UserRows) -> np.ndarray:
+    """Entries that count (all but plan-to-watch) of each user. [U] int64"""
+    counted = (rows.status != PLAN_TO_WATCH).astype(np.int64)  # [n]
+    totals = np.concatenate([[0], np.cumsum(counted)])
+    return totals[rows.indptr[1:]] - totals[rows.indptr[:-1]]
+
+
 def newest_entry_day(connection: duckdb.DuckDBPyConnection) -> date:
     """The UTC day of the most recently updated list entry: the default snapshot date."""
     newest = connection.execute("SELECT max(updated_at) FROM list_entries").fetchone()[0]
@@ -214,7 +221,8 @@ def build_snapshot(
         if rows.n_users < needed:
             raise ValueError(f"{rows.n_users:,} users are eligible for a snapshot: "
                              + _why_too_few(connection, config, cutoff, needed))
-    split = split_users(rows.n_users, config.n_validation_users, config.n_test_users, config.seed)
+    holdable = counted_entries(rows) >= config.min_evaluation_entries  # [U] may be a validation or test user
+    split = split_users(rows.n_users, config.n_validation_users, config.n_test_users, config.seed, holdable)
     splits, ignored = _featurised_splits(rows, split, corpus, config, chunk_rows)
     source_counts = {"rows_read": rows.n_rows, "eligible_users": rows.n_users, **ignored}
     del rows  # the raw rows are not needed while the snapshot is written

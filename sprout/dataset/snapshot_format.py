@@ -84,6 +84,30 @@ class SplitArrays:
             sigma=self.sigma[:count], heldout=None if self.heldout is None else self.heldout[:end],
         )
 
+    def subset(self, users: np.ndarray) -> SplitArrays:
+        """The users where ``users`` [U] bool is true, in order, as a split of their own."""
+        users = np.asarray(users, bool)
+        sizes = np.diff(self.indptr)
+        entries = np.repeat(users, sizes)  # [n]
+        indptr = np.concatenate([[0], np.cumsum(sizes[users])]).astype(np.int64)
+        return SplitArrays(
+            usernames=tuple(name for name, keep in zip(self.usernames, users, strict=True) if keep), indptr=indptr,
+            items=self.items[entries], values=self.values[entries], rated=self.rated[entries],
+            scores=self.scores[entries], mu=self.mu[users], sigma=self.sigma[users],
+            heldout=None if self.heldout is None else self.heldout[entries],
+        )
+
+    def joined(self, other: SplitArrays) -> SplitArrays:
+        """This split's users followed by ``other``'s, every entry of both (held-out ones included):
+        the users a final refit learns from."""
+        indptr = np.concatenate([self.indptr, self.indptr[-1] + np.asarray(other.indptr[1:], np.int64)])
+        return SplitArrays(
+            usernames=self.usernames + other.usernames, indptr=indptr,
+            items=np.concatenate([self.items, other.items]), values=np.concatenate([self.values, other.values]),
+            rated=np.concatenate([self.rated, other.rated]), scores=np.concatenate([self.scores, other.scores]),
+            mu=np.concatenate([self.mu, other.mu]), sigma=np.concatenate([self.sigma, other.sigma]), heldout=None,
+        )
+
     def arrays(self) -> dict[str, np.ndarray]:
         names = [n for n in ARRAY_DTYPES if n != "heldout" or self.heldout is not None]
         return {name: getattr(self, name) for name in names}

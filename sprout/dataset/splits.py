@@ -29,16 +29,22 @@ class UserSplit:
         return np.flatnonzero(self.assignment == split)  # [U_split] ascending
 
 
-def split_users(n_users: int, n_validation: int, n_test: int, seed: int) -> UserSplit:
-    """Pick validation and test users at random (seeded); neither may exceed a third of users."""
-    most = n_users // 3
+def split_users(
+    n_users: int, n_validation: int, n_test: int, seed: int, eligible: np.ndarray | None = None
+) -> UserSplit:
+    """Pick validation and test users at random (seeded) among the ``eligible`` ones [U] bool
+    (default: all); neither split may exceed a third of the eligible users. With every user
+    eligible the draw is the same as without the mask."""
+    eligible = np.ones(n_users, bool) if eligible is None else np.asarray(eligible, bool)
+    most = int(eligible.sum()) // 3
     if n_validation > most or n_test > most:
         raise ValueError(
-            f"{n_users} users cannot give {n_validation} validation and {n_test} test users: each "
-            f"held-out split may hold at most a third of the users ({most}); lower "
-            "n_validation_users / n_test_users or gather more users"
+            f"{int(eligible.sum())} users can be held out, which cannot give {n_validation} validation and "
+            f"{n_test} test users: each held-out split may hold at most a third of them ({most}); lower "
+            "n_validation_users / n_test_users / min_evaluation_entries or gather more users"
         )
     shuffled = np.random.default_rng([seed, _USER_STREAM]).permutation(n_users)  # [U]
+    shuffled = shuffled[eligible[shuffled]]  # the eligible users, in the same random order
     assignment = np.full(n_users, TRAIN, np.int8)
     assignment[shuffled[:n_validation]] = VALIDATION
     assignment[shuffled[n_validation : n_validation + n_test]] = TEST

@@ -2,7 +2,8 @@
 
 Ranking: popularity (training list counts) and EASE (Steck 2019), whose closed form is
 ``B = I - P diag(1/diag P)``, ``P = (XᵀX + λI)⁻¹`` with a zero diagonal. Ratings: each user's
-fold-in mean and each show's training mean.
+fold-in mean, each show's training mean, user + item biases and item-kNN with baselines
+(`sprout.model.rating_neighbours`), the last two with the user's bias from their fold-in ratings.
 
 EASE never forms B: for a fold-in row x, ``x B = x - (x P) / diag(P)`` and the ``x`` term only
 touches fold-in items, which are excluded from ranking anyway, so the score is ``-(x P)/diag P``.
@@ -21,6 +22,9 @@ from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import Evaluator, no_ranking, no_ratings, ranking_metrics, rating_metrics
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.evaluation.metrics import mean_defined, ndcg_at_k
+from sprout.evaluation.model_scores import fold_in_rated
+from sprout.model.rating_neighbours import DEFAULT_K, Biases, Neighbours, fit_biases, fit_neighbours, user_biases
+from sprout.model.rating_path import NEIGHBOURS_ALONE, RatingPath
 
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
@@ -157,13 +161,86 @@ class ItemMeanEvaluator:
         return {**no_ranking(), **rating_metrics(self.item_means[users.rated_items], users)}
 
 
+RATING_RANGE = (1.0, 10.0)
+
+
+def fold_in_scores(split: SplitArrays) -> np.ndarray:
+    """The split's raw scores with held-out entries blanked (0 = unrated): what a model may see. [n]"""
+    return np.where(split.heldout, 0, split.scores).astype(split.scores.dtype)
+
+
+def bias_predictions(biases: Biases, users: HeldOutUsers) -> tuple[np.ndarray, np.ndarray]:
+    """(each user's fold-in b_u [U], the unclamped μ + b_u + b_i of each held-out rated entry [m])."""
+    split = users.split
+    user_bias = user_biases(biases, split.indptr, split.items, fold_in_scores(split))  # [U]
+    baseline = biases.global_mean + user_bias[users.rated_users] + biases.item_bias[users.rated_items]  # [m]
+    return user_bias, baseline
+
+
+@dataclass
+class BiasEvaluator:
+    """μ + b_u + b_i: the show's training bias plus how the user rates relative to it (their fold-in)."""
+
+    biases: Biases
+    name: str = "bias"
+
+    @classmethod
+    def fit(cls, train: SplitArrays, corpus_size: int) -> BiasEvaluator:
+        return cls(fit_biases(train.indptr, train.items, train.scores, corpus_size))
+
+    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+        _, baseline = bias_predictions(self.biases, users)
+        return {**no_ranking(), **rating_metrics(np.clip(baseline, *RATING_RANGE), users)}
+
+
+@dataclass
+class ItemKnnEvaluator:
+    """Item-kNN with baselines: the bias prediction plus the similarity-weighted residuals of the
+    user's fold-in ratings on the k shows most like the target."""
+
+    biases: Biases
+    neighbours: Neighbours
+    k: int = DEFAULT_K
+    name: str = "item_knn"
+
+    @classmethod
+    def fit(cls, train: SplitArrays, corpus_size: int, k: int = DEFAULT_K) -> ItemKnnEvaluator:
+        biases = fit_biases(train.indptr, train.items, train.scores, corpus_size)
+        return cls(biases, fit_neighbours(train.indptr, train.items, train.scores, biases, corpus_size), k)
+
+    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+        path = RatingPath(self.biases, self.neighbours, self.k, NEIGHBOURS_ALONE)  # the model's rating path
+        predicted = np.empty(len(users.rated_items))  # [m]
+        by_user = np.argsort(users.rated_users, kind="stable")  # held-out rated entries, grouped by user
+        bounds = np.searchsorted(users.rated_users[by_user], np.arange(users.n_users + 1))  # [U + 1]
+        for user in range(users.n_users):
+            entries = by_user[bounds[user] : bounds[user + 1]]
+            if len(entries):
+                items, scores = fold_in_rated(users, user)
+                baseline, correction = path.components(items, scores, users.rated_items[entries])
+                predicted[entries] = baseline + correction
+        return {**no_ranking(), **rating_metrics(np.clip(predicted, *RATING_RANGE), users)}
+
+
 def standard_baselines(
-    train: SplitArrays, validation: HeldOutUsers, lambdas: tuple[float, ...] = EASE_LAMBDAS
+    train: SplitArrays, validation: HeldOutUsers, lambdas: tuple[float, ...] = EASE_LAMBDAS,
+    fit_on: SplitArrays | None = None,
 ) -> list[Evaluator]:
-    """Popularity, EASE (λ tuned on ``validation``), user mean and item mean, fitted on ``train``."""
+    """Popularity, EASE (λ tuned on ``validation``), user mean, item mean, biases and item-kNN.
+
+    Choices are made with ``train`` and ``validation``; every baseline is then fitted on
+    ``fit_on`` (default ``train``) — the users the model being compared was finally fitted on,
+    so that both learn from the same users."""
+    fit_on = train if fit_on is None else fit_on
+    tuned = EaseEvaluator.tuned(train, validation, lambdas)
+    ease = tuned if fit_on is train else EaseEvaluator(
+        EaseModel.fit(fit_on, validation.corpus_size), tuned.lam, tuned.validation_ndcg
+    )
     return [
         PopularityEvaluator(),
-        EaseEvaluator.tuned(train, validation, lambdas),
-        UserMeanEvaluator(global_mean_score(train)),
-        ItemMeanEvaluator.fit(train, validation.corpus_size),
+        ease,
+        UserMeanEvaluator(global_mean_score(fit_on)),
+        ItemMeanEvaluator.fit(fit_on, validation.corpus_size),
+        BiasEvaluator.fit(fit_on, validation.corpus_size),
+        ItemKnnEvaluator.fit(fit_on, validation.corpus_size),
     ]

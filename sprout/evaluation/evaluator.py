@@ -5,7 +5,9 @@ names for all, so the gate, reports and DuckDB rows never special-case who produ
 A ranking-only evaluator reports NaN for rating metrics and the other way round.
 
 Ranking scores are dense ``[U, C]`` (larger is better); fold-in items are set to -inf here, so
-no evaluator has to remember to. ``mean_popularity@20`` is a popularity *share*: the fraction of
+no evaluator has to remember to. ``rated_ndcg@100`` rewards "will watch" and "will like" together: a held-out show's gain is its
+score / 10 (an unrated one counts at the user's mean), so ranking the shows the user rated highly
+first scores best. ``mean_popularity@20`` is a popularity *share*: the fraction of
 training users who listed an item, averaged over each user's top-20 and then over users, so it
 compares across snapshots of different sizes.
 """
@@ -19,6 +21,7 @@ import numpy as np
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.evaluation.metrics import (
     coverage_at_k,
+    graded_ndcg_at_k,
     mean_defined,
     mean_popularity_at_k,
     ndcg_at_k,
@@ -26,7 +29,7 @@ from sprout.evaluation.metrics import (
     recall_at_k,
 )
 
-RANKING_METRICS = ("recall@20", "recall@50", "ndcg@100", "coverage@20", "mean_popularity@20")
+RANKING_METRICS = ("recall@20", "recall@50", "ndcg@100", "rated_ndcg@100", "coverage@20", "mean_popularity@20")
 RATING_METRICS = ("rating_mae", "rating_rmse")
 METRIC_NAMES = RANKING_METRICS + RATING_METRICS
 
@@ -56,6 +59,7 @@ def ranking_metrics(scores: np.ndarray, users: HeldOutUsers) -> dict[str, float]
         "recall@20": mean_defined(recall_at_k(ranked, users.held_out, 20)),
         "recall@50": mean_defined(recall_at_k(ranked, users.held_out, 50)),
         "ndcg@100": mean_defined(ndcg_at_k(ranked, users.held_out, 100)),
+        "rated_ndcg@100": mean_defined(graded_ndcg_at_k(ranked, users.held_out_gains, 100)),
         "coverage@20": coverage_at_k(ranked, 20, evaluated),
         "mean_popularity@20": mean_popularity_at_k(ranked, popularity_share, 20, evaluated),
     }

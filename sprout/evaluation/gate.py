@@ -2,8 +2,9 @@
 
 A check passes only on a finite value that meets its threshold, so a NaN metric (a broken model,
 a missing number) can never let a model through. Without a champion only the absolute checks
-apply: finite outputs, latency, beating the popularity baseline and reaching EASE's NDCG@100
-(within ``ease_tolerance``) on the same test users.
+apply: finite outputs, latency, beating the popularity baseline, reaching EASE's NDCG@100
+(within ``ease_tolerance``) and predicting ratings at least as well as the best rating baseline
+(within ``rating_baseline_tolerance``) on the same test users.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class GateRules(BaseModel):
     max_mae_regression: float = 0.05  # challenger MAE ≤ champion's + this (1..10 scale)
     min_margin_over_popularity: float = 0.0  # challenger NDCG@100 ≥ popularity's + this
     ease_tolerance: float = 0.0  # challenger NDCG@100 ≥ EASE's − this (EASE: the closed-form bar)
+    rating_baseline_tolerance: float = 0.0  # challenger MAE ≤ the best rating baseline's MAE + this
     max_forward_latency_ms: float = 50.0
     require_finite: bool = True
 
@@ -108,6 +110,18 @@ def decide(
             ">=",
         )
     )
+    rating_baselines = {name: _number(m, RATING_METRIC) for name, m in baselines.items()}
+    rating_baselines = {name: mae for name, mae in rating_baselines.items() if math.isfinite(mae)}
+    if rating_baselines:  # only a data set without any rated held-out entry has none
+        best = min(rating_baselines, key=rating_baselines.__getitem__)
+        checks.append(
+            _check(
+                f"rating_mae_vs_{best}",
+                _number(challenger, RATING_METRIC),
+                rating_baselines[best] + rules.rating_baseline_tolerance,
+                "<=",
+            )
+        )
     if champion is not None:
         checks.append(
             _check("ndcg@100_vs_champion", challenger_ndcg, _number(champion, RANKING_METRIC) + rules.ndcg_margin, ">=")

@@ -45,6 +45,13 @@ class HeldOutUsers:
         return self.fold_in.shape[1]
 
     @property
+    def held_out_gains(self) -> np.ndarray:
+        """Graded relevance [U, C]: held-out score / 10, an unrated held-out show at the user's mean / 10."""
+        gains = np.where(self.held_out, self.mu[:, None] / 10.0, 0.0)
+        gains[self.rated_users, self.rated_items] = self.rated_scores / 10.0
+        return gains
+
+    @property
     def evaluated(self) -> np.ndarray:
         """Users with at least one held-out entry: the only ones metrics are averaged over. [U]"""
         return self.held_out.any(axis=1)

@@ -41,6 +41,17 @@ def ndcg_at_k(scores: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
         return np.where(n_relevant > 0, dcg / ideal, np.nan)
 
 
+def graded_ndcg_at_k(scores: np.ndarray, gains: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k with graded gains [U, C] (0 = not relevant) per user; NaN for users with no gain. [U]"""
+    ranked = top_k(scores, k)  # [U, k]
+    discounts = 1.0 / np.log2(np.arange(2, ranked.shape[1] + 2))  # [k]
+    dcg = np.take_along_axis(gains, ranked, axis=1) @ discounts
+    best = -np.sort(-gains, axis=1)[:, : ranked.shape[1]]  # [U, k] the ideal order
+    ideal = best @ discounts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ideal > 0, dcg / ideal, np.nan)
+
+
 def mean_defined(values: np.ndarray) -> float:
     """Mean over users that have a value (NaN when none do)."""
     defined = values[~np.isnan(values)]

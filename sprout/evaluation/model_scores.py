@@ -1,6 +1,7 @@
 """Scoring an autoencoder on held-out users: fold-in profile in, ranking and ratings out.
 
-Ranking uses `sprout.model.ranking_score` (the same score the server ranks by). The same
+Ranking uses `sprout.model.ranking_score` (the same score the server ranks by) and ratings the
+model's rating path when it has one (`sprout.model.rating_path`, as the server does). The same
 functions score validation users during training, so training-time and gate NDCG are one number.
 """
 
@@ -15,21 +16,34 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sprout.dataset.features import denormalise, normalise
+from sprout.dataset.features import denormalise
+from sprout.evaluation.calibration import presence_calibration
 from sprout.evaluation.evaluator import rating_metrics, ranking_metrics
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.model.autoencoder import Autoencoder
 from sprout.dataset.padding import bucket, gather_rows
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT, log_ranking_score
+from sprout.model.rating_path import RatingPath, like_curve_of, log_like
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
-def _forward(graphdef, state, items, values, mask, rating_weight):
-    """Sparse fold-in profiles [B, L] -> (log ranking score [B, C], normalised ratings [B, C]) in float32."""
+def _forward(graphdef, state, items, values, mask):
+    """Sparse fold-in profiles [B, L] -> (log presence [B, C], the rating head's normalised ratings [B, C])."""
     logits, ratings = nnx.merge(graphdef, state)(items, values, mask)
-    log_presence = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    ratings = ratings.astype(jnp.float32)
-    return log_ranking_score(log_presence, ratings, rating_weight), ratings
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), ratings.astype(jnp.float32)
+
+
+def fold_in_rated(users: HeldOutUsers, row: int, model_columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One held-out user's fold-in shows and raw scores [n] (in the model's corpus; unknown shows dropped)."""
+    split = users.split
+    start, end = split.indptr[row], split.indptr[row + 1]
+    kept = ~split.heldout[start:end]
+    items, scores = split.items[start:end][kept].astype(np.int64), split.scores[start:end][kept]
+    if model_columns is not None:
+        items = model_columns[items]
+        known = items >= 0
+        items, scores = items[known], scores[known]
+    return items, scores
 
 
 def fold_in_inputs(
@@ -61,7 +75,8 @@ def fold_in_inputs(
 @dataclass(frozen=True)
 class ModelScores:
     scores: np.ndarray  # [U, C] float32 log ranking score (fold-in items not yet excluded)
-    ratings: np.ndarray  # [U, C] float32 predicted score on the 1..10 scale
+    log_presence: np.ndarray  # [U, C] float32 log presence probability (softmax over the corpus)
+    ratings: np.ndarray | None  # [U, C] float32 predicted score on the 1..10 scale (None: not asked for)
     finite: bool  # every output of every user was finite
 
 
@@ -82,43 +97,64 @@ def corpus_columns(model_ids: np.ndarray, split_ids: np.ndarray) -> np.ndarray:
 
 def model_scores(
     model: Autoencoder, users: HeldOutUsers, rating_weight: float = DEFAULT_RATING_WEIGHT, batch_size: int = 256,
-    model_columns: np.ndarray | None = None,
+    model_columns: np.ndarray | None = None, ratings: bool = True,
 ) -> ModelScores:
     """Batched fold-in forward pass of every held-out user.
 
     ``model_columns`` [C] (see `corpus_columns`) scores a model trained on another corpus: its
     outputs are mapped back onto the split's shows, and shows it does not know can never be
-    recommended (score -inf) and get the user's mean as their predicted rating.
+    recommended (score -inf) and get the user's mean as their predicted rating. ``ratings=False``
+    skips the predicted ratings where the ranking does not need them (rating weight 1).
     """
     if model_columns is None:
         _check_corpus(model, users)
     graphdef, state = nnx.split(model)
     n_users, corpus_size = users.n_users, users.corpus_size
+    with_ratings = ratings or rating_weight < 1.0
+    path = RatingPath.of(model) if with_ratings else None
+    curve = like_curve_of(model)
     scores = np.empty((n_users, corpus_size), np.float32)
-    normalised = np.empty((n_users, corpus_size), np.float32)
+    presence = np.empty((n_users, corpus_size), np.float32)
+    predicted = np.empty((n_users, corpus_size), np.float32) if with_ratings else None
     known = None if model_columns is None else model_columns >= 0  # [C]
     size = min(batch_size, bucket(n_users, minimum=1))  # few compiled shapes, little padding
     finite = True
+    targets = np.arange(model.config.corpus_size)
     for start in range(0, n_users, size):
         rows = np.arange(start, min(start + size, n_users))
         items, values, mask = fold_in_inputs(users, rows, size, model_columns)
-        batch_scores, batch_ratings = (np.asarray(a)[: len(rows)] for a in _forward(graphdef, state, items, values, mask, rating_weight))
-        finite = finite and bool(np.isfinite(batch_scores).all() and np.isfinite(batch_ratings).all())
+        log_presence, normalised = (np.asarray(a)[: len(rows)] for a in _forward(graphdef, state, items, values, mask))
+        finite = finite and bool(np.isfinite(log_presence).all() and np.isfinite(normalised).all())
+        mu, sigma = users.mu[rows][:, None], users.sigma[rows][:, None]  # [B, 1]
+        batch_ratings = None
+        if with_ratings:
+            batch_ratings = denormalise(normalised, mu, sigma)  # [B, C_model] the rating head's scores
+            if path is not None:
+                for offset, row in enumerate(rows):
+                    fold_items, fold_scores = fold_in_rated(users, int(row), model_columns)
+                    batch_ratings[offset] = path.predict(fold_items, fold_scores, targets, batch_ratings[offset])
+            finite = finite and bool(np.isfinite(batch_ratings).all())
+        batch_scores = log_presence
+        if rating_weight < 1.0:
+            batch_scores = log_ranking_score(log_presence, log_like(batch_ratings, mu, curve), rating_weight)
         if model_columns is not None:  # [B, C_model] -> [B, C]
-            batch_scores = np.where(known, batch_scores[:, np.maximum(model_columns, 0)], -np.inf)
-            mean = normalise(users.mu[rows], users.mu[rows], users.sigma[rows])[:, None]  # [B, 1]: the user's mean
-            batch_ratings = np.where(known, batch_ratings[:, np.maximum(model_columns, 0)], mean)
+            gather = np.maximum(model_columns, 0)
+            batch_scores = np.where(known, batch_scores[:, gather], -np.inf)
+            log_presence = np.where(known, log_presence[:, gather], -np.inf)
+            if batch_ratings is not None:
+                batch_ratings = np.where(known, batch_ratings[:, gather], users.mu[rows][:, None])  # the user's mean
         scores[rows] = batch_scores
-        normalised[rows] = batch_ratings
-    ratings = denormalise(normalised, users.mu[:, None], users.sigma[:, None]).astype(np.float32)
-    return ModelScores(scores=scores, ratings=ratings, finite=finite)
+        presence[rows] = log_presence
+        if predicted is not None:
+            predicted[rows] = batch_ratings
+    return ModelScores(scores=scores, log_presence=presence, ratings=predicted, finite=finite)
 
 
 def ranking_quality(
     model: Autoencoder, users: HeldOutUsers, rating_weight: float = DEFAULT_RATING_WEIGHT
 ) -> dict[str, float]:
     """The ranking metrics of `ranking_metrics` for ``model`` on ``users``: what the gate compares."""
-    return ranking_metrics(model_scores(model, users, rating_weight).scores, users)
+    return ranking_metrics(model_scores(model, users, rating_weight, ratings=False).scores, users)
 
 
 def forward_latency_ms(
@@ -138,7 +174,7 @@ def forward_latency_ms(
     timings = []
     for run in range(runs + 2):
         began = time.perf_counter()
-        jax.block_until_ready(_forward(graphdef, state, items, values, mask, rating_weight))
+        jax.block_until_ready(_forward(graphdef, state, items, values, mask))
         if run >= 2:
             timings.append((time.perf_counter() - began) * 1000.0)
     return float(np.median(timings))
@@ -161,6 +197,7 @@ class ModelEvaluator:
         return {
             **ranking_metrics(result.scores, users),
             **rating_metrics(predicted, users),
+            **presence_calibration(result.log_presence, users.fold_in, users.held_out),
             "finite": 1.0 if result.finite else 0.0,
             "forward_latency_ms": forward_latency_ms(
                 self.model, users, self.rating_weight, self.latency_runs, self.model_columns

@@ -48,6 +48,9 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     """Challenger, champion (if comparable) and baselines on the same held-out users, and the decision.
 
+    A challenger refitted on training + validation users (its ``refit_users``) is compared with
+    baselines fitted on the same users; the test users stay out of both.
+
     Returns ``{"split", "snapshot_id", "challenger_version", "champion_version", "champion_status",
     "challenger": metrics, "champion": metrics | None, "baselines": {name: metrics}, "decision": dict}``.
     """
@@ -80,9 +83,11 @@ def evaluate_artifact(
             champion = ModelEvaluator(champion_model, rating_weight=rating_weight, model_columns=columns).evaluate(users)
             champion_status = f"scored through its own corpus ({int((columns >= 0).sum())} of {len(columns)} shows known)"
 
-    baselines = {
-        evaluator.name: evaluator.evaluate(users)
-        for evaluator in standard_baselines(snapshot.split("train"), validation)
+    train = snapshot.split("train")
+    fitted_on_validation = bool(document.get("metrics", {}).get("refit_users"))
+    fit_on = train.joined(snapshot.split("validation")) if fitted_on_validation and split == "test" else train
+    baselines = {  # fitted on the users the challenger was finally fitted on
+        evaluator.name: evaluator.evaluate(users) for evaluator in standard_baselines(train, validation, fit_on=fit_on)
     }
     decision = decide(challenger, champion, baselines, rules)
     return {

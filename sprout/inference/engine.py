@@ -28,6 +28,7 @@ from sprout.dataset.corpus import Corpus
 from sprout.dataset.features import denormalise
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.artifact import CORPUS_FILE, read_model_artifact
+from sprout.model.rating_path import RatingPath, like_curve_of, log_like
 
 from . import explanations
 from .errors import InferenceError, InvalidProfile
@@ -39,9 +40,14 @@ from .requests import (
     Contributor,
     ExplainRequest,
     ExplainResponse,
+    Ignored,
     Impact,
     ModelInfo,
     ModelRef,
+    PredictRequest,
+    PredictResponse,
+    Prediction,
+    ProfileSource,
     RankingOptions,
     Recommendation,
     RecommendRequest,
@@ -65,8 +71,20 @@ class _Ranked:
 
     shows: np.ndarray  # [K] corpus index
     log_scores: np.ndarray  # [K] log of the boosted ranking score
-    log_presence: np.ndarray  # [K]
+    log_probability: np.ndarray  # [K] log presence renormalised over the shows not in the profile
     predicted_ratings: np.ndarray  # [K] on the user's 1..10 scale
+    log_normaliser: float  # log Σ p over the shows not in the profile (p over the whole corpus)
+
+
+def candidate_log_normaliser(log_presence: np.ndarray, listed: np.ndarray) -> float:
+    """log Σ p over the shows not in the profile: log_presence [C], listed [m] corpus indices."""
+    candidates = np.ones(len(log_presence), bool)
+    candidates[listed] = False
+    values = np.asarray(log_presence, np.float64)[candidates]
+    if not len(values):
+        return 0.0
+    peak = values.max()
+    return float(peak + np.log(np.exp(values - peak).sum()))
 
 
 class Recommender:
@@ -93,6 +111,8 @@ class Recommender:
         self.dataset: str = dataset.get("content_sha256") or dataset.get("snapshot_id") or ""
         self.network = ServingNetwork(model, devices, explain_normaliser)
         self.catalogue = CatalogueIndex.from_corpus(corpus)
+        self.rating_path = RatingPath.of(model)  # None: the rating head alone
+        self.like_curve = like_curve_of(model)
         self._compilations_at_warm_up = 0
         self.warmup_compilations = 0
         if warmup:
@@ -172,7 +192,7 @@ class Recommender:
                 outcomes[position] = self.respond(requests[position], encoded, log_presence[row], features[row])
         return outcomes  # type: ignore[return-value]
 
-    def encode(self, request: RankingOptions) -> EncodedProfile:
+    def encode(self, request: ProfileSource) -> EncodedProfile:
         """One request's own part of the forward pass: the profile rules and the first layer.
 
         Raises `InferenceError` for a profile that cannot be served."""
@@ -220,6 +240,53 @@ class Recommender:
         ranked = self._rank(request, encoded.profile, log_presence[0], features[0], count)
         return self._explained(request, encoded.profile, encoded, log_presence[0], ranked, pace)
 
+    def predict(self, request: PredictRequest) -> PredictResponse:
+        """The probability and predicted rating of each requested show for this profile, whether
+        or not it would be recommended; a show of the profile is predicted with itself held out
+        (the rank-1 hold-out of explanations, keeping the profile's mu and sigma)."""
+        encoded = self.encode(request)
+        profile = encoded.profile
+        log_presence, features = (rows[0] for rows in self.outputs([encoded]))  # [C], [D]
+        requested = np.asarray(list(dict.fromkeys(request.shows)), np.int64)  # each show once, in order
+        shows = self.corpus.positions(requested)  # [S], -1 unknown
+        ignored = [Ignored(anime_id=int(a), reason="unknown_show") for a, s in zip(requested, shows) if s < 0]
+        shows = shows[shows >= 0]
+        entry_of = {int(item): j for j, item in enumerate(profile.items)}
+        held = [entry_of[int(s)] for s in shows if int(s) in entry_of]  # profile entries asked about
+        outside = np.array([s for s in shows if int(s) not in entry_of], np.int64)
+        listed = np.zeros(len(self.corpus), bool)
+        listed[profile.listed] = True
+        normaliser = candidate_log_normaliser(log_presence, profile.listed)
+        found: dict[int, tuple[float, float]] = {}
+        if len(outside):  # a listed show that did not count (plan to watch, say) joins the candidates
+            log_p = log_presence[outside]
+            log_p = log_p - np.where(listed[outside], np.logaddexp(normaliser, log_p), normaliser)
+            ratings = self._ratings(profile, self.network.ratings_at(features, outside), outside)
+            found.update({int(s): (float(np.exp(lp)), float(r)) for s, lp, r in zip(outside, log_p, ratings)})
+        if held:
+            keep = np.ones(profile.length, bool)
+            rows = []
+            for j in held:  # the profile without entry j (same mu, sigma): exactly the rank-1 hold-out
+                keep[j] = False
+                rows.append(EncodedProfile(profile, *self.network.encode(profile.items[keep], profile.values[keep])))
+                keep[j] = True
+            held_presence, held_features = self.outputs(rows)  # [R, C], [R, D]
+            own = np.array([self.network.ratings_at(f, profile.items[j : j + 1])[0]
+                            for j, f in zip(held, held_features)])  # [R]
+            ratings = self._own_held_out_ratings(profile, own, np.asarray(held))
+            for row, j in enumerate(held):
+                show = int(profile.items[j])
+                listed[show] = False  # with itself held out, the show is a candidate
+                log_p = held_presence[row, show] - candidate_log_normaliser(held_presence[row], np.flatnonzero(listed))
+                listed[show] = True
+                found[show] = (float(np.exp(log_p)), float(ratings[row]))
+        predictions = [
+            Prediction(**self._show(int(s)), probability=found[int(s)][0], predicted_rating=found[int(s)][1],
+                       in_profile=int(s) in entry_of)
+            for s in shows
+        ]
+        return PredictResponse(model=self.model_ref, predictions=predictions, ignored=[*profile.ignored, *ignored])
+
     # --- internals ---------------------------------------------------------------------------
 
     def _rank(
@@ -242,15 +309,22 @@ class Recommender:
             genres_excluded=request.genres_excluded,
             watched=profile.watched if request.hide_unwatched_sequels else None,
         )  # [C]
-        ratings = self.network.ratings(features) if request.rating_weight < 1.0 else None  # [C]
+        # p over the shows not in the profile: what `probability` means, and what the niche boost weighs
+        log_normaliser = candidate_log_normaliser(log_presence, profile.listed)
+        log_presence = log_presence - log_normaliser
+        ratings = like = None
+        if request.rating_weight < 1.0:  # the ranking weighs every show's chance of being liked
+            ratings = self._ratings(profile, self.network.ratings(features), np.arange(len(self.corpus)))  # [C]
+            like = log_like(ratings, profile.mu, self.like_curve)  # [C]
         scores = log_scores(
-            log_presence, ratings if ratings is not None else np.zeros_like(log_presence), request.rating_weight,
+            log_presence, like if like is not None else np.zeros_like(log_presence), request.rating_weight,
             self.catalogue.popularity, request.niche_boost,
-        )  # at w = 1 the rating term is ratings^0: zeros stand in
+        )  # at w = 1 the like term has weight 0: zeros stand in
         shows = top_candidates(scores, allowed, count)  # [K]
-        kept = ratings[shows] if ratings is not None else self.network.ratings_at(features, shows)  # [K]
-        predicted = denormalise(kept, profile.mu, profile.sigma)  # [K]
-        return _Ranked(shows, scores[shows], log_presence[shows], predicted)
+        predicted = ratings[shows] if ratings is not None else self._ratings(
+            profile, self.network.ratings_at(features, shows), shows
+        )  # [K]
+        return _Ranked(shows, scores[shows], log_presence[shows], predicted, log_normaliser)
 
     def _explained(
         self,
@@ -268,17 +342,27 @@ class Recommender:
             encoded.pre, encoded.linear, log_presence, profile.items, profile.values, shows, pace=pace
         )
         popularity = self.catalogue.popularity[shows]  # [K]
-        held = log_scores(held_presence, held_ratings, request.rating_weight, popularity, request.niche_boost)
-        drops = explanations.score_drops(np.exp(ranked.log_scores), np.exp(held))  # [n, K]
+        held_like = np.zeros_like(held_presence)
+        if request.rating_weight < 1.0:
+            held_like = log_like(self._held_out_ratings(profile, held_ratings, shows), profile.mu, self.like_curve)
+        held = log_scores(  # each held-out row on the whole profile's scale, so its ratio to the base is p_held / p
+            held_presence - ranked.log_normaliser, held_like, request.rating_weight, popularity, request.niche_boost
+        )  # [n, K]
+        shares = explanations.score_shares(ranked.log_scores, held)  # [n, K]
+        drops = np.exp(ranked.log_scores)[None, :] * shares  # [n, K] in score units
         shown = min(request.top_k, len(shows))
-        contributors = explanations.top_contributors(drops[:, :shown])
+        contributors = explanations.top_contributors(shares[:, :shown])
         recommendations = [
-            self._recommendation(ranked, k, [self._contributor(profile, j, drop) for j, drop in contributors[k]])
+            self._recommendation(
+                ranked, k, [self._contributor(profile, j, share, drops[j, k]) for j, share in contributors[k]]
+            )
             for k in range(shown)
         ]
-        impacts = explanations.entry_impacts(drops)  # [n]
+        impacts = explanations.entry_impacts(ranked.log_scores, held)  # [n]
         actual = profile.scores.astype(np.float64)  # [n]
-        predicted = denormalise(own, profile.mu, profile.sigma)  # [n]
+        predicted = np.full(len(actual), np.nan)
+        rated = np.flatnonzero(profile.scores > 0)
+        predicted[rated] = self._own_held_out_ratings(profile, own[rated], rated)  # [n]
         return ExplainResponse(
             model=self.model_ref,
             most_impactful=[
@@ -301,13 +385,25 @@ class Recommender:
     def _recommendation(self, ranked: _Ranked, k: int, contributors: list[Contributor] | None = None) -> Recommendation:
         show = int(ranked.shows[k])
         return Recommendation(
-            anime_id=int(self.corpus.anime_ids[show]),
-            title=self.corpus.titles[show],
+            **self._show(show),
             score=float(np.exp(ranked.log_scores[k])),
-            probability=float(np.exp(ranked.log_presence[k])),
+            probability=float(np.exp(ranked.log_probability[k])),
             predicted_rating=float(ranked.predicted_ratings[k]),
             contributors=contributors,
         )
+
+    def _show(self, show: int) -> dict[str, Any]:
+        """What an answer says about corpus show ``show`` besides its figures (fields of `Show`);
+        picture and year are None for a corpus written before they were recorded."""
+        corpus = self.corpus
+        return {
+            "anime_id": int(corpus.anime_ids[show]),
+            "title": corpus.titles[show],
+            "media_type": corpus.media_types[show],
+            "year": corpus.years[show] if corpus.years else None,
+            "genres": list(corpus.genres[show]),
+            "picture": corpus.pictures[show] if corpus.pictures else None,
+        }
 
     def _anime_id(self, profile: PreparedProfile, entry: int) -> int:
         return int(self.corpus.anime_ids[profile.items[entry]])
@@ -315,5 +411,39 @@ class Recommender:
     def _title(self, profile: PreparedProfile, entry: int) -> str:
         return self.corpus.titles[profile.items[entry]]
 
-    def _contributor(self, profile: PreparedProfile, entry: int, drop: float) -> Contributor:
-        return Contributor(anime_id=self._anime_id(profile, entry), title=self._title(profile, entry), score_drop=drop)
+    def _contributor(self, profile: PreparedProfile, entry: int, share: float, drop: float) -> Contributor:
+        return Contributor(
+            anime_id=self._anime_id(profile, entry), title=self._title(profile, entry), score_drop=float(drop),
+            share=share,
+        )
+
+    # --- predicted ratings -------------------------------------------------------------------
+
+    def _ratings(self, profile: PreparedProfile, deep: np.ndarray, shows: np.ndarray) -> np.ndarray:
+        """Scores 1..10 of ``shows`` [T] from the rating head's normalised outputs ``deep`` [T]:
+        through the rating path when the model has one."""
+        head = denormalise(deep, profile.mu, profile.sigma)
+        if self.rating_path is None:
+            return head
+        return self.rating_path.predict(profile.items, profile.scores, shows, head)
+
+    def _held_out_ratings(self, profile: PreparedProfile, deep: np.ndarray, shows: np.ndarray) -> np.ndarray:
+        """Row j: scores of ``shows`` [K] with entry j held out, from the held-out rows' normalised
+        rating-head outputs ``deep`` [n, K]. -> [n, K]"""
+        head = denormalise(deep, profile.mu, profile.sigma)
+        if self.rating_path is None:
+            return head
+        keep = np.ones(profile.length, bool)
+        for j in range(profile.length):
+            keep[j] = False
+            head[j] = self.rating_path.predict(profile.items[keep], profile.scores[keep], shows, head[j])
+            keep[j] = True
+        return head
+
+    def _own_held_out_ratings(self, profile: PreparedProfile, own: np.ndarray, entries: np.ndarray) -> np.ndarray:
+        """Entries [R] of the profile, each predicted with itself held out, from the rating head's
+        held-out outputs at their own shows ``own`` [R]. -> [R] on 1..10"""
+        head = denormalise(own, profile.mu, profile.sigma)
+        if self.rating_path is None:
+            return head
+        return self.rating_path.predict_held_out(profile.items, profile.scores, entries, head)

@@ -1,7 +1,7 @@
 """Ranking scores, the niche boost and candidate selection (docs/design.md §6); pure numpy.
 
-The score of a show is ``p^w * max(r + 1, 0.001)^(1 - w)`` (``p`` presence probability, ``r``
-predicted normalised rating, ``w`` the rating weight), multiplied by the niche boost
+The score of a show is ``p · q^(1 - w)`` (``p`` presence probability, ``q`` the chance the user
+likes it, ``w`` the rating weight; `sprout.model.ranking_score`), multiplied by the niche boost
 ``1 + eff * log1p(p / pop)`` where ``pop`` is the show's share of all list rows. Scores are
 computed as logarithms (tiny probabilities over a large corpus do not underflow) and exponentiated
 only for display.
@@ -35,11 +35,11 @@ def popularity_shares(counts: np.ndarray) -> np.ndarray:
 
 
 def log_scores(
-    log_presence: np.ndarray, ratings: np.ndarray, rating_weight: float, popularity: np.ndarray, niche_boost: float
+    log_presence: np.ndarray, log_like: np.ndarray, rating_weight: float, popularity: np.ndarray, niche_boost: float
 ) -> np.ndarray:
-    """log of the boosted ranking score; log_presence/ratings [..., K], popularity [K] -> [..., K]."""
+    """log of the boosted ranking score; log_presence/log_like [..., K], popularity [K] -> [..., K]."""
     log_presence = np.asarray(log_presence, np.float64)
-    scores = log_ranking_score(log_presence, np.asarray(ratings, np.float64), rating_weight)
+    scores = log_ranking_score(log_presence, np.asarray(log_like, np.float64), rating_weight)
     strength = niche_strength(niche_boost)
     if strength == 0.0:
         return scores

@@ -34,8 +34,8 @@ class ProfileEntry(BaseModel):
     status: ListStatus = Field(default="completed", description="List status of the entry.")
 
 
-class RankingOptions(BaseModel):
-    """The profile (or whose it is) and the ranking options shared by recommendations and explanations."""
+class ProfileSource(BaseModel):
+    """Whose taste a request is about: the profile itself or a MyAnimeList username."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,13 +49,25 @@ class RankingOptions(BaseModel):
         description="A MyAnimeList username: the service fetches that public list (404 unknown, 403 private, "
         "503 when MyAnimeList cannot be reached). Give this or profile.",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ProfileSource":
+        if (self.profile is None) == (self.username is None):
+            raise ValueError("give exactly one of 'profile' (the list itself) and 'username' (whose public list to fetch)")
+        return self
+
+
+class RankingOptions(ProfileSource):
+    """The profile (or whose it is) and the ranking options shared by recommendations and explanations."""
+
     top_k: Annotated[StrictInt, Field(ge=1, le=500)] = Field(
         default=50, description="Number of recommendations to return (1..500)."
     )
     rating_weight: Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
         default=DEFAULT_RATING_WEIGHT,
-        description="w in p^w * max(r + 1, 0.001)^(1 - w): 1 ranks by how likely the user is to watch a "
-        "show, 0 by how much they are predicted to like it.",
+        description="w in p · q^(1 - w), p the chance the user watches a show next and q the chance they "
+        "rate it at least their own mean: 1 ranks by how likely they are to watch it, 0 by how likely they "
+        "are to watch it and like it.",
     )
     exclude: list[AnimeId] = Field(default=[], description="Anime ids never to recommend.")
     media_types: list[str] | None = Field(
@@ -70,13 +82,6 @@ class RankingOptions(BaseModel):
     niche_boost: Annotated[StrictFloat, Field(ge=0.0, allow_inf_nan=False)] = Field(
         default=0.0, description="Favour less popular shows: 0 is off, 0.5 moderate, 1 strong."
     )
-
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "RankingOptions":
-        if (self.profile is None) == (self.username is None):
-            raise ValueError("give exactly one of 'profile' (the list itself) and 'username' (whose public list to fetch)")
-        return self
 
 
 class RecommendRequest(RankingOptions):
@@ -97,15 +102,31 @@ class Contributor(BaseModel):
     anime_id: int = Field(description="Anime id of the profile entry.")
     title: str = Field(description="Title of the profile entry.")
     score_drop: float = Field(description="How much removing this entry lowers the recommendation's score.")
+    share: float = Field(
+        description="The share of the recommendation's score this entry accounts for (0..1: 0.4 means the "
+        "score would be 40% lower without it)."
+    )
 
 
-class Recommendation(BaseModel):
-    """One recommended show."""
+class Show(BaseModel):
+    """A show of the catalogue, as an answer names it."""
 
     anime_id: int = Field(description="MyAnimeList anime id.")
     title: str = Field(description="Title of the show.")
+    media_type: str | None = Field(default=None, description="Media type (tv, movie, ova, ...), when known.")
+    year: int | None = Field(default=None, description="The year the show started, when known.")
+    genres: list[str] = Field(default=[], description="The show's genres (empty when unknown).")
+    picture: str | None = Field(default=None, description="URL of the show's picture (its cover), when known.")
+
+
+class Recommendation(Show):
+    """One recommended show."""
+
     score: float = Field(description="Ranking score (after the niche boost); higher ranks first.")
-    probability: float = Field(description="Predicted probability that the show is on the user's list.")
+    probability: float = Field(
+        description="The chance that the user's next show is this one, among the shows not in their profile "
+        "(the probabilities of all those shows sum to 1)."
+    )
     predicted_rating: float = Field(description="Predicted score on the user's own 1..10 scale.")
     contributors: list[Contributor] | None = Field(
         default=None, description="The 3 profile entries whose removal lowers the score most (explained only)."
@@ -118,7 +139,8 @@ class Ignored(BaseModel):
     anime_id: int = Field(description="Anime id of the ignored entry.")
     reason: str = Field(
         description="not_in_corpus (unknown to the model), rule_dropped (plan to watch, or on hold without "
-        "a score) or duplicate (listed again: the last listing counts)."
+        "a score), duplicate (listed again: the last listing counts) or, for a requested show to predict, "
+        "unknown_show."
     )
 
 
@@ -142,7 +164,10 @@ class Impact(BaseModel):
 
     anime_id: int = Field(description="Anime id of the profile entry.")
     title: str = Field(description="Title of the profile entry.")
-    impact: float = Field(description="Sum over the top-50 recommendations of |score change| when it is removed.")
+    impact: float = Field(
+        description="How much removing this entry changes the top-50 recommendations' scores: the mean of "
+        "|change| / the larger score, 0..1 (0.1: by 10% on average)."
+    )
 
 
 class Surprise(BaseModel):
@@ -164,6 +189,40 @@ class ExplainResponse(BaseModel):
     )
     recommendations: list[Recommendation] = Field(description="Recommendations with contributors, best first.")
     ignored: list[Ignored] = Field(description="Profile entries that did not take part.")
+
+
+MAX_PREDICTED_SHOWS = 500
+
+
+class PredictRequest(ProfileSource):
+    """Ask what the user would think of named shows, recommended or not."""
+
+    shows: Annotated[list[AnimeId], Field(min_length=1, max_length=MAX_PREDICTED_SHOWS)] = Field(
+        description=f"Anime ids to predict (1..{MAX_PREDICTED_SHOWS}); a show of the profile is predicted with "
+        "itself held out."
+    )
+
+
+class Prediction(Show):
+    """What the model expects of one show for this user."""
+
+    probability: float = Field(
+        description="The chance that the user's next show is this one, among the shows not in their profile "
+        "(for a profile show: with itself held out)."
+    )
+    predicted_rating: float = Field(description="Predicted score on the user's own 1..10 scale.")
+    in_profile: bool = Field(description="The show is in the profile, so it was predicted with itself held out.")
+
+
+class PredictResponse(BaseModel):
+    """Predictions for the requested shows, in the order asked (each show once)."""
+
+    model: ModelRef = Field(description="Which model answered.")
+    predictions: list[Prediction] = Field(description="One per requested show the model knows.")
+    ignored: list[Ignored] = Field(
+        description="Profile entries that did not take part, and requested shows the model does not know "
+        "(reason unknown_show)."
+    )
 
 
 class ModelInfo(BaseModel):

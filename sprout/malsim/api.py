@@ -1,4 +1,5 @@
-"""The MAL API v2 routes the platform uses, plus the website's recently-online users page.
+"""The MAL API v2 routes the platform uses, plus the website's recently-online users page and
+the shows' cover images (generated SVGs, where MAL's CDN would serve pictures).
 
 Handlers read one immutable snapshot (``population.state``) per request and slice its arrays:
 no request does work proportional to the whole population, so they run on the event loop
@@ -8,20 +9,30 @@ directly (a thread hop would cost more than the work).
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
-from sprout.malsim.catalogue import MEDIA_TYPES, show_object
+from sprout.malsim.catalogue import MEDIA_TYPES, cover_svg, show_object
 from sprout.malsim.lists import STATUS_CODES
 from sprout.malsim.population import Population
-from sprout.malsim.render import error_response, json_response, list_items, paging, parse_fields, users_page
+from sprout.malsim.render import (
+    error_response,
+    json_response,
+    list_items,
+    paging,
+    parse_fields,
+    request_base,
+    users_page,
+)
 
 LIST_MAX_LIMIT = 1000
 RANKING_MAX_LIMIT = 500
 LIST_SORTS = ("list_score", "list_updated_at", "anime_title", "anime_start_date", "anime_id")
 RANKING_TYPES = ("all", "bypopularity", "favorite", "tv", "ova", "movie", "special")
+_PICTURE_NAME = re.compile(r"^([1-9][0-9]{0,9})(l?)\.svg$")  # see catalogue.PICTURE_PATH
 
 
 class ApiError(Exception):
@@ -103,7 +114,7 @@ def api_router(population: Population) -> APIRouter:
             rows = rows[np.argsort(ids, kind="stable")]
         page = rows[offset : offset + limit]
         body = {
-            "data": list_items(lists, catalogue, state.stats, page, fields),
+            "data": list_items(lists, catalogue, state.stats, page, fields, base=request_base(request)),
             "paging": paging(request, offset, limit, len(rows)),
         }
         return json_response(body)
@@ -126,8 +137,9 @@ def api_router(population: Population) -> APIRouter:
             shown = ~catalogue.is_rx[order]
             order, ranks = order[shown], ranks[shown]
         page = slice(offset, offset + limit)
+        base = request_base(request)
         data = [
-            {"node": show_object(catalogue, stats, show, fields), "ranking": {"rank": rank}}
+            {"node": show_object(catalogue, stats, show, fields, base=base), "ranking": {"rank": rank}}
             for show, rank in zip(order[page].tolist(), ranks[page].tolist())
         ]
         return json_response({"data": data, "paging": paging(request, offset, limit, len(order))})
@@ -142,7 +154,20 @@ def api_router(population: Population) -> APIRouter:
         if show is None:
             raise ApiError(404, "not_found", "")
         fields = parse_fields(request.query_params.get("fields"))
-        return json_response(show_object(catalogue, population.state.stats, show, fields))
+        body = show_object(catalogue, population.state.stats, show, fields, base=request_base(request))
+        return json_response(body)
+
+    @router.get("/images/anime/{name}")
+    async def picture(name: str) -> Response:
+        """A show's cover, as ``main_picture`` links it: public, like MAL's CDN (no client id)."""
+        match = _PICTURE_NAME.match(name)
+        show = catalogue.index_of.get(int(match.group(1))) if match else None
+        if show is None:
+            return Response("not found\n", status_code=404, media_type="text/plain")
+        return Response(
+            cover_svg(catalogue, show, match.group(2)), media_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @router.get("/users.php", response_class=HTMLResponse)
     async def recently_online(request: Request) -> HTMLResponse:

@@ -6,6 +6,7 @@ are already in the API's default listing order.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -67,12 +68,26 @@ class Catalogue:
         return np.array([r == "rx" for r in self.ratings], dtype=bool)  # [n_shows]
 
     @cached_property
-    def nodes(self) -> tuple[dict, ...]:
-        """The ``node`` object of every show as list and ranking items carry it."""
-        return tuple(
-            {"id": int(anime_id), "title": title, "main_picture": picture_for(int(anime_id))}
-            for anime_id, title in zip(self.ids.tolist(), self.titles)
-        )
+    def _nodes_by_base(self) -> dict[str, tuple[dict, ...]]:
+        return {}
+
+    def nodes(self, base: str) -> tuple[dict, ...]:
+        """The ``node`` object of every show as list and ranking items carry it, its pictures on
+        the simulator at ``base`` (the scheme and host a request came to: see `request_base`).
+
+        Built once per base and kept for the few bases a server answers on (loopback names);
+        two threads asking at once at worst both build the same nodes."""
+        cache = self._nodes_by_base
+        nodes = cache.get(base)
+        if nodes is None:
+            nodes = tuple(
+                {"id": int(anime_id), "title": title, "main_picture": picture_for(int(anime_id), base)}
+                for anime_id, title in zip(self.ids.tolist(), self.titles)
+            )
+            while len(cache) >= _NODE_BASES_KEPT:  # a Host header is the client's to choose
+                cache.pop(next(iter(cache)), None)
+            cache[base] = nodes
+        return nodes
 
     @classmethod
     def build(
@@ -110,11 +125,34 @@ class Catalogue:
         )
 
 
-def picture_for(anime_id: int) -> dict[str, str]:
-    """A stable, MAL-shaped picture URL (nothing fetches it)."""
-    folder, image = anime_id % 13 + 1, 10000 + anime_id * 7
-    base = f"https://cdn.myanimelist.net/images/anime/{folder}/{image}"
-    return {"medium": f"{base}.jpg", "large": f"{base}l.jpg"}
+_NODE_BASES_KEPT = 4
+PICTURE_PATH = "/images/anime/{anime_id}{size}.svg"  # size "" (medium) or "l" (large), as MAL names them
+PICTURE_SIZES = {"": (225, 320), "l": (450, 640)}  # width, height in pixels
+
+
+def picture_for(anime_id: int, base: str) -> dict[str, str]:
+    """A show's MAL-shaped ``main_picture``: URLs of the covers the simulator at ``base``
+    (``http://127.0.0.1:8765``, no trailing slash) serves itself (`cover_svg`)."""
+    return {
+        size_name: base + PICTURE_PATH.format(anime_id=int(anime_id), size=size)
+        for size_name, size in (("medium", ""), ("large", "l"))
+    }
+
+
+def cover_svg(catalogue: Catalogue, show: int, size: str = "") -> str:
+    """A tiny generated cover for ``show``: a colour of its own and the title's first letter."""
+    width, height = PICTURE_SIZES[size]
+    anime_id = int(catalogue.ids[show])
+    hue = anime_id * 137 % 360
+    title = catalogue.titles[show].strip()
+    letter = html.escape(title[:1].upper() or "?")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 225 320">'
+        f'<rect width="225" height="320" fill="hsl({hue},45%,42%)"/>'
+        f'<rect x="12" y="12" width="201" height="296" fill="none" stroke="hsl({hue},45%,75%)" stroke-width="3"/>'
+        f'<text x="112.5" y="190" font-family="sans-serif" font-size="120" font-weight="700" '
+        f'fill="hsl({hue},60%,92%)" text-anchor="middle">{letter}</text></svg>'
+    )
 
 
 @dataclass(frozen=True)
@@ -156,14 +194,15 @@ DETAIL_FIELDS = (
 )  # fmt: skip
 
 
-def detail_field(catalogue: Catalogue, stats: ShowStats, show: int, name: str):
-    """One field of the anime details object, or ``None`` when MAL would leave it out."""
+def detail_field(catalogue: Catalogue, stats: ShowStats, show: int, name: str, *, base: str):
+    """One field of the anime details object, or ``None`` when MAL would leave it out; pictures
+    point at the simulator at ``base``."""
     if name == "id":
         return int(catalogue.ids[show])
     if name == "title":
         return catalogue.titles[show]
     if name == "main_picture":
-        return catalogue.nodes[show]["main_picture"]
+        return catalogue.nodes(base)[show]["main_picture"]
     if name == "alternative_titles":
         return {"synonyms": [], "en": catalogue.titles[show], "ja": ""}
     if name == "start_date":
@@ -186,7 +225,7 @@ def detail_field(catalogue: Catalogue, stats: ShowStats, show: int, name: str):
     if name == "related_anime":
         return [
             {
-                "node": catalogue.nodes[other],
+                "node": catalogue.nodes(base)[other],
                 "relation_type": kind,
                 "relation_type_formatted": RELATION_NAMES.get(kind, kind.replace("_", " ").capitalize()),
             }
@@ -195,12 +234,12 @@ def detail_field(catalogue: Catalogue, stats: ShowStats, show: int, name: str):
     return None
 
 
-def show_object(catalogue: Catalogue, stats: ShowStats, show: int, fields: Sequence[str]) -> dict:
+def show_object(catalogue: Catalogue, stats: ShowStats, show: int, fields: Sequence[str], *, base: str) -> dict:
     """``id``, ``title`` and ``main_picture`` always, plus each requested field MAL knows."""
-    body = dict(catalogue.nodes[show])
+    body = dict(catalogue.nodes(base)[show])
     for name in fields:
         if name in DETAIL_FIELDS and name not in body:
-            value = detail_field(catalogue, stats, show, name)
+            value = detail_field(catalogue, stats, show, name, base=base)
             if value is not None:
                 body[name] = value
     return body

@@ -35,6 +35,8 @@ def route_family(path: str) -> str:
         return "api_other"
     if path == "/users.php":
         return "users_page"
+    if path.startswith("/images/"):
+        return "images"
     if path.startswith("/sim/"):
         return "admin"
     return "other"

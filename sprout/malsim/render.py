@@ -14,6 +14,7 @@ from sprout.mal.models import LIST_STATUSES
 from sprout.malsim.catalogue import Catalogue, ShowStats, show_object
 from sprout.malsim.lists import Lists, format_packed, iso_times
 
+
 def dump_json(value) -> bytes:
     """Compact JSON bytes; orjson is several times faster than the standard library on big pages."""
     return orjson.dumps(value)
@@ -46,18 +47,28 @@ def parse_fields(text: str | None) -> list[str]:
     return [n for n in names if n]
 
 
-def nodes_for(catalogue: Catalogue, stats: ShowStats, shows: Sequence[int], fields: Sequence[str]) -> list[dict]:
+def request_base(request: Request) -> str:
+    """Scheme and host the request came to (``http://127.0.0.1:8765``): the simulator's own
+    address as its client sees it, for the URLs it hands out (paging links, pictures)."""
+    return str(request.base_url).rstrip("/")
+
+
+def nodes_for(
+    catalogue: Catalogue, stats: ShowStats, shows: Sequence[int], fields: Sequence[str], *, base: str
+) -> list[dict]:
     extra = [f for f in fields if f != "list_status"]
     if not extra:
-        return [catalogue.nodes[s] for s in shows]
-    return [show_object(catalogue, stats, s, extra) for s in shows]
+        nodes = catalogue.nodes(base)
+        return [nodes[s] for s in shows]
+    return [show_object(catalogue, stats, s, extra, base=base) for s in shows]
 
 
 def list_items(
-    lists: Lists, catalogue: Catalogue, stats: ShowStats, rows: np.ndarray, fields: Sequence[str]
+    lists: Lists, catalogue: Catalogue, stats: ShowStats, rows: np.ndarray, fields: Sequence[str], *, base: str
 ) -> list[dict]:
-    """The ``data`` array of a list page for the given rows (in page order)."""
-    nodes = nodes_for(catalogue, stats, lists.show[rows].tolist(), fields)
+    """The ``data`` array of a list page for the given rows (in page order); pictures point at
+    the simulator at ``base``."""
+    nodes = nodes_for(catalogue, stats, lists.show[rows].tolist(), fields, base=base)
     if "list_status" not in fields:
         return [{"node": node} for node in nodes]
     status = lists.status[rows].tolist()

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from sprout.mal.models import LIST_STATUSES
+from sprout.malsim.catalogue import picture_for
 from sprout.malsim.population import Population
 from sprout.store import Store
 from sprout.store.database import UTC_TIMESTAMP, as_utc
@@ -21,8 +22,13 @@ def _timestamps(epoch_seconds: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(epoch_seconds, dtype=np.int64) * 1_000_000, pa.int64()).cast(UTC_TIMESTAMP)
 
 
-def population_tables(population: Population, now: datetime) -> dict[str, pa.Table]:
-    """``users``, ``list_entries`` and ``anime`` rows of the living accounts, in table column order."""
+def population_tables(
+    population: Population, now: datetime, *, picture_base: str | None = None
+) -> dict[str, pa.Table]:
+    """``users``, ``list_entries`` and ``anime`` rows of the living accounts, in table column order.
+
+    Shows get the pictures a simulator at ``picture_base`` (``http://127.0.0.1:PORT``) serves, as
+    a crawl through it would store them; none without one."""
     state, catalogue = population.state, population.catalogue
     lists, accounts = state.lists, state.users
     living = np.flatnonzero(~accounts.deleted)  # [U_living]
@@ -71,14 +77,23 @@ def population_tables(population: Population, now: datetime) -> dict[str, pa.Tab
             "genres": pa.array(genre_names, pa.list_(pa.string())),
             "alternative_titles": pa.nulls(catalogue.n_shows, pa.string()),
             "fetched_at": pa.repeat(now_ts, catalogue.n_shows),
+            "main_picture": pa.array(
+                [picture_for(a, picture_base)["large"] for a in catalogue.ids.tolist()]
+                if picture_base is not None
+                else [None] * catalogue.n_shows,
+                pa.string(),
+            ),
         }
     )
     return {"users": users, "list_entries": entries, "anime": anime}
 
 
-def load_population(store: Store, population: Population, now: datetime) -> dict[str, int]:
-    """Insert the population into an empty store in one transaction; returns rows per table."""
-    tables = population_tables(population, now)
+def load_population(
+    store: Store, population: Population, now: datetime, *, picture_base: str | None = None
+) -> dict[str, int]:
+    """Insert the population into an empty store in one transaction; returns rows per table
+    (``picture_base``: see `population_tables`)."""
+    tables = population_tables(population, now, picture_base=picture_base)
     with store.transaction() as connection:
         for name, table in tables.items():
             connection.from_arrow(table).insert_into(name)

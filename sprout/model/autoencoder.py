@@ -86,6 +86,15 @@ class Autoencoder(nnx.Module):
             self.item_item = Fitted(jnp.zeros((size, size), jnp.float32))  # B [C, C], zero diagonal
             self.presence_scale = Fitted(jnp.ones((), jnp.float32))
             self.linear_scale = Fitted(jnp.zeros((), jnp.float32))
+        if config.rating_neighbours:  # the rating path (`sprout.model.rating_path`), read on the host
+            size, keep = config.corpus_size, config.rating_neighbours
+            self.rating_global_mean = Fitted(jnp.zeros((), jnp.float32))
+            self.rating_item_bias = Fitted(jnp.zeros((size,), jnp.float32))
+            self.rating_user_reg = Fitted(jnp.ones((), jnp.float32))
+            self.neighbour_ids = Fitted(jnp.full((size, keep), -1, jnp.int32))
+            self.neighbour_similarities = Fitted(jnp.zeros((size, keep), jnp.float32))
+            self.rating_blend = Fitted(jnp.asarray([0.0, 1.0, 0.0], jnp.float32))  # β0, β1, β2
+            self.like_curve = Fitted(jnp.asarray([1.0, 0.0], jnp.float32))  # slope, offset of P(like)
 
     # --- the full-rank item-item path ----------------------------------------------------
 

@@ -29,6 +29,12 @@ class ModelConfig(BaseModel):
         description="A full-rank item-item path (C×C, zero diagonal, fitted in closed form) beside the deep "
         "presence logits; presence logits = presence_scale·deep + linear_scale·(x B).",
     )
+    rating_neighbours: int = Field(
+        0, ge=0,
+        description="Neighbours kept per show by the rating path (a bias baseline with an item-neighbourhood "
+        "correction blended with the rating head, fitted in closed form; 0: the rating head alone).",
+    )
+    rating_k: int = Field(20, ge=1, description="Neighbours a rating prediction averages over (the rating path's k).")
     bottleneck_noise: float = Field(0.1, ge=0, description="Std of the Gaussian noise added to the bottleneck in training.")
     variational: bool = Field(
         False,

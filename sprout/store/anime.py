@@ -28,6 +28,7 @@ ANIME_SCHEMA = pa.schema(
         ("genres", pa.list_(pa.string())),
         ("alternative_titles", pa.string()),  # JSON text
         ("fetched_at", UTC_TIMESTAMP),
+        ("main_picture", pa.string()),  # the cover's URL (large, else medium), or null
     ]
 )
 RELATION_SCHEMA = pa.schema([("anime_id", pa.int32()), ("related_id", pa.int32()), ("relation_type", pa.string())])
@@ -58,6 +59,7 @@ def upsert_anime(connection: duckdb.DuckDBPyConnection, details: list[AnimeDetai
             "genres": [genre.name for genre in item.genres],
             "alternative_titles": item.alternative_titles.model_dump_json() if item.alternative_titles else None,
             "fetched_at": fetched_at,
+            "main_picture": picture_url(item),
         }
         for item in latest
     ]
@@ -72,6 +74,14 @@ def upsert_anime(connection: duckdb.DuckDBPyConnection, details: list[AnimeDetai
         ),
     )
     return len(latest)
+
+
+def picture_url(item: AnimeDetails) -> str | None:
+    """The URL of a show's cover as the store keeps it: the large picture, else the medium one."""
+    picture = item.main_picture
+    if picture is None:
+        return None
+    return picture.large or picture.medium or None
 
 
 def write_anime_table(connection: duckdb.DuckDBPyConnection, table: pa.Table) -> None:

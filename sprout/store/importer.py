@@ -128,6 +128,7 @@ def _anime_table(data: Anime5k, fetched_at: datetime) -> pa.Table:
                 "genres": list(show.genres),
                 "alternative_titles": None,
                 "fetched_at": fetched_at,
+                "main_picture": None,  # the data set has no pictures
             }
             for show in shows
         ],

@@ -188,6 +188,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        8,
+        "show pictures",
+        (
+            # The show's cover image URL: MAL's main_picture.large, else .medium, else NULL. Rows
+            # stored before this migration have none until their metadata is fetched again.
+            "ALTER TABLE anime ADD COLUMN main_picture VARCHAR",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -49,6 +49,21 @@ class TrainConfig(BaseModel):
         (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0), min_length=1,
         description="Scales s of x·B tried when blending it with the deep presence logits.",
     )
+    training_entry_thresholds: tuple[int, ...] = Field(
+        (1, 5, 10, 30), min_length=1,
+        description="Candidate minimum entries of the training users learned from; the one whose item-item "
+        "path ranks validation users best is used (one EDLAE fit per candidate, at the first λ and p).",
+    )
+    rating_shrinkages: tuple[float, ...] = Field(
+        (100.0, 400.0, 1600.0), min_length=1,
+        description="Shrinkage grid of the rating path's neighbour similarities; the one whose blend has the "
+        "lowest validation MAE wins.",
+    )
+    refit_on_validation: bool = Field(
+        True,
+        description="After every choice is made on validation users, fit the closed-form parts (item-item B, "
+        "rating biases and neighbourhoods) again on training and validation users together.",
+    )
     devices: int = Field(
         1, ge=1, description="Devices the batch is split over (data parallel; the weights replicated on each)."
     )

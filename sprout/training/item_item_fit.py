@@ -26,10 +26,11 @@ from sprout.dataset.gram import gram_matrix
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import ranking_metrics
 from sprout.evaluation.held_out import HeldOutUsers
-from sprout.evaluation.model_scores import ranking_quality
+from sprout.evaluation.model_scores import model_scores, ranking_quality
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
 from sprout.model.item_item import edlae_weights
+from sprout.training.temperature import fit_inverse_temperature
 
 RANKING_METRIC = "ndcg@100"
 
@@ -64,9 +65,28 @@ def fit_item_item(
     return ItemItemFit(*best, validation_ndcg=ndcgs)
 
 
+def choose_entry_threshold(
+    train: SplitArrays, users: HeldOutUsers, thresholds: tuple[int, ...], l2: float, dropout: float
+) -> tuple[int, dict[str, float]]:
+    """The training users' minimum entries whose ``x B`` ranks ``users`` best (smaller on ties),
+    and each candidate's validation NDCG@100: short profiles carry co-occurrence signal too, and
+    whether they help is measured, not assumed."""
+    sizes = np.diff(train.indptr)  # [U] entries kept by the entry rules
+    fold_in = users.fold_in.astype(np.float32)
+    ndcgs = {}
+    for threshold in sorted(set(thresholds)):
+        chosen = train.subset(sizes >= threshold)
+        if chosen.n_users == 0:
+            continue
+        weights = edlae_weights(gram_matrix(chosen, users.corpus_size), l2, dropout)
+        ndcgs[threshold] = _ranked(ranking_metrics(fold_in @ weights, users))
+    best = max(ndcgs, key=lambda t: (ndcgs[t], -t))
+    return best, {f"min_entries={t}": v for t, v in ndcgs.items()}
+
+
 def with_item_item(deep: Autoencoder, config: ModelConfig, weights: np.ndarray) -> Autoencoder:
     """A model of ``config`` (with the item-item path) carrying ``deep``'s trained weights and B."""
-    model = Autoencoder(config.model_copy(update={"item_item": True}), nnx.Rngs(0))
+    model = Autoencoder(config.model_copy(update={"item_item": True, "rating_neighbours": 0}), nnx.Rngs(0))
     nnx.update(model, nnx.state(deep, nnx.Param))
     model.item_item.value = jnp.asarray(weights, jnp.float32)
     return model
@@ -102,3 +122,12 @@ def choose_blend(
             best, best_key = (presence_scale, linear_scale, metrics), _ranked(metrics)
     set_blend(model, best[0], best[1])
     return Blend(*best, validation_ndcg=ndcgs)
+
+
+def calibrate_blend(model: Autoencoder, users: HeldOutUsers) -> float:
+    """Scale the chosen blend by the inverse temperature β that maximises the validation users'
+    held-out likelihood (`temperature`); every ranking stays as it is. Returns β."""
+    log_presence = model_scores(model, users, ratings=False).log_presence  # [U, C]
+    beta = fit_inverse_temperature(log_presence, users.fold_in, users.held_out)
+    set_blend(model, float(model.presence_scale[...]) * beta, float(model.linear_scale[...]) * beta)
+    return beta

@@ -7,7 +7,14 @@
    stops early after ``early_stopping_patience`` passes without a better NDCG@100 (or when the
    plateau schedule has shrunk the learning rate below ``min_lr_scale``).
 2. With ``model_config.item_item`` the closed-form item-item path is fitted and blended with the
-   deep presence logits, both chosen on the same validation users (`item_item_fit`).
+   deep presence logits, both chosen on the same validation users (`item_item_fit`), and the
+   blend's temperature is set by the validation users' held-out likelihood (`temperature`), so
+   the probabilities mean what they say without changing any ranking.
+3. With ``model_config.rating_neighbours`` the rating path (bias baseline + item neighbourhoods,
+   blended with the rating head) is fitted and blended on the same users (`rating_fit`).
+4. With ``config.refit_on_validation`` every closed-form part (``B``, biases, neighbourhoods) is
+   fitted again on the training and validation users together, keeping every choice made on
+   validation: the final model learns from every user but the test users, who score it.
 
 A non-finite loss stops the run with `NonFiniteLoss` before anything is saved as a model.
 """
@@ -22,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -35,7 +43,16 @@ from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
 from sprout.training.batches import make_batch
 from sprout.training.checkpoints import Checkpoints
 from sprout.training.config import TrainConfig
-from sprout.training.item_item_fit import choose_blend, fit_item_item, with_item_item
+from sprout.dataset.gram import gram_matrix
+from sprout.model.item_item import edlae_weights
+from sprout.training.item_item_fit import (
+    calibrate_blend,
+    choose_blend,
+    choose_entry_threshold,
+    fit_item_item,
+    with_item_item,
+)
+from sprout.training.rating_fit import fit_rating_path, refit_rating_path
 from sprout.training.parallel import data_mesh, replicated, sharded_batch
 from sprout.training.step import LossSettings, lr_scale, make_optimizer, train_step
 from sprout.training.tracking import NullTracker, Tracker
@@ -60,6 +77,11 @@ class TrainResult:
     resumed_from: int
     history: list[dict[str, float]] = field(default_factory=list)
     item_item: dict[str, float] = field(default_factory=dict)  # fitted λ, p and blend, when used
+    ratings: dict[str, float] = field(default_factory=dict)  # the rating path's blend and validation MAEs
+    refit_users: int = 0  # users the closed-form parts were refitted on (0: training users only)
+    training_users: int = 0  # training users learned from (those with at least entry_threshold entries)
+    entry_threshold: int = 0
+    threshold_ndcg: dict[str, float] = field(default_factory=dict)  # validation NDCG@100 of x B per threshold
 
 
 VALIDATION_KEYS = ("recall@20", "recall@50", "ndcg@100")
@@ -119,7 +141,24 @@ def train(
         raise ValueError(
             f"the snapshot's corpus ({snapshot.manifest.corpus_size}) is larger than the model's ({corpus_size})"
         )
-    deep_config = model_config.model_copy(update={"item_item": False})
+    n_validation = validation_split.n_users
+    if config.validation_users:
+        n_validation = min(n_validation, config.validation_users)
+    users = (
+        held_out_users_from_splits(validation_split.first_users(n_validation), train_split, corpus_size, "validation")
+        if n_validation else None
+    )
+    thresholds: dict[str, float] = {}
+    entry_threshold = min(config.training_entry_thresholds)
+    if users is not None and len(set(config.training_entry_thresholds)) > 1:
+        entry_threshold, thresholds = choose_entry_threshold(
+            train_split, users, config.training_entry_thresholds, config.item_item_l2[0], config.item_item_dropout[0]
+        )
+        tracker.log({f"training_users/{k}": v for k, v in thresholds.items()}, step=0)
+    train_split = train_split.subset(np.diff(train_split.indptr) >= entry_threshold)
+    if train_split.n_users == 0:
+        raise ValueError(f"no training user has {entry_threshold} entries")
+    deep_config = model_config.model_copy(update={"item_item": False, "rating_neighbours": 0})
     model = Autoencoder(deep_config, nnx.Rngs(config.seed))
     graphdef, params = nnx.split(model)
     tx = make_optimizer(config)
@@ -137,13 +176,6 @@ def train(
         best_step, best_ndcg, since_best = meta["best_step"], meta["best_ndcg"], meta["since_best"]
     params, opt_state = replicated(params, mesh), replicated(opt_state, mesh)
 
-    n_validation = validation_split.n_users
-    if config.validation_users:
-        n_validation = min(n_validation, config.validation_users)
-    users = (
-        held_out_users_from_splits(validation_split.first_users(n_validation), train_split, corpus_size, "validation")
-        if n_validation else None
-    )
     baseline = PopularityEvaluator().evaluate(users)["ndcg@100"] if users else float("nan")
     key = jax.random.key(config.seed)
     loss_settings = LossSettings.of(config)
@@ -210,22 +242,40 @@ def train(
     nnx.update(model, best_params if best_step else params)
 
     item_item: dict[str, float] = {}
+    ratings: dict[str, float] = {}
     validation = recorded_validation(history, best_step or steps)
+    if (model_config.item_item or model_config.rating_neighbours) and users is None:
+        raise ValueError("the closed-form paths are fitted on validation users; the snapshot has none")
     if model_config.item_item:
-        if users is None:
-            raise ValueError("the item-item path is fitted on validation users; the snapshot has none")
         fit = fit_item_item(train_split, users, config.item_item_l2, config.item_item_dropout)
         model = with_item_item(model, model_config, fit.weights)
         blend = choose_blend(model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT)
+        beta = calibrate_blend(model, users)
         item_item = {"l2": fit.l2, "dropout": fit.dropout, "presence_scale": blend.presence_scale,
-                     "linear_scale": blend.linear_scale, "deep_alone_ndcg@100": blend.validation_ndcg["a=1,s=0"],
+                     "linear_scale": blend.linear_scale, "inverse_temperature": beta,
+                     "deep_alone_ndcg@100": blend.validation_ndcg["a=1,s=0"],
                      "item_item_alone_ndcg@100": max(fit.validation_ndcg.values())}
         tracker.log({f"item_item/{k}": v for k, v in item_item.items()}, step=steps)
         validation = validation_keys(blend.metrics)
+    if model_config.rating_neighbours:
+        model, ratings = fit_rating_path(model, model_config, train_split, users, config.rating_shrinkages)
+        tracker.log({f"ratings/{k}": v for k, v in ratings.items()}, step=steps)
+        validation = {**validation, "val/rating_mae": ratings["validation_mae"]}
+    refit_users = 0
+    if config.refit_on_validation and (model_config.item_item or model_config.rating_neighbours):
+        everyone = train_split.joined(validation_split)  # all but the test users
+        if model_config.item_item:
+            model.item_item.value = jnp.asarray(
+                edlae_weights(gram_matrix(everyone, corpus_size), fit.l2, fit.dropout), jnp.float32
+            )
+        if model_config.rating_neighbours:
+            refit_rating_path(model, everyone, ratings["shrinkage"])
+        refit_users = everyone.n_users
     return TrainResult(
         model=model, steps=steps, stopped_by=stopped_by, best_step=best_step, final=last, validation=validation,
         popularity_ndcg=baseline, examples_per_s=examples / timed if timed else 0.0, resumed_from=start,
-        history=history, item_item=item_item,
+        history=history, item_item=item_item, ratings=ratings, refit_users=refit_users,
+        training_users=train_split.n_users, entry_threshold=entry_threshold, threshold_ndcg=thresholds,
     )
 
 
