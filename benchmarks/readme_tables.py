@@ -54,8 +54,11 @@ def chosen(run: dict) -> str:
 
 
 def by_weight(runs: list[dict]) -> str:
-    weights = runs[0].get("validation_by_rating_weight", {})
-    means = {w: {k: sum(r["validation_by_rating_weight"][w][k] for r in runs) / len(runs)
+    """The weight choice on validation users, measured before the final refit (which sees them)."""
+    weights = runs[0].get("validation_by_weight_before_refit", {})
+    if not weights:
+        return ""
+    means = {w: {k: sum(r["validation_by_weight_before_refit"][w][k] for r in runs) / len(runs)
                  for k in ("ndcg@100", "rated_ndcg@100")} for w in weights}
     return ("Validation NDCG@100 / rated NDCG@100 by rating weight (mean over seeds): "
             + ", ".join(f"w = {w}: {number(v['ndcg@100'])} / {number(v['rated_ndcg@100'])}" for w, v in means.items())
@@ -71,7 +74,7 @@ def quality_table(result: dict) -> str:
     )
     if runs:
         lines.append("Chosen on validation users per seed: " + "; ".join(chosen(r) for r in runs) + ".")
-        lines.append(by_weight(runs))
+        lines += [line for line in (by_weight(runs),) if line]
     synthetic = result.get("synthetic")
     if synthetic:
         run, splits = synthetic["run"], synthetic["splits"]
@@ -79,7 +82,7 @@ def quality_table(result: dict) -> str:
                   f"({splits['train']:,} training users after the default dataset rules, corpus "
                   f"{synthetic['corpus_size']:,}), split seed {synthetic['seed']}, {splits['test']} test users:", ""]
         lines += method_rows(result, synthetic["figures"])
-        lines += ["", f"Chosen on validation users: {chosen(run)}.", by_weight([run])]
+        lines += ["", f"Chosen on validation users: {chosen(run)}.", *[line for line in (by_weight([run]),) if line]]
     lines += ["", "![Reliability of the presence probabilities](benchmarks/results/quality_reliability.png)"]
     return "\n".join(lines)
 

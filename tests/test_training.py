@@ -136,7 +136,9 @@ def test_training_time_ndcg_is_the_evaluators_ndcg(home, tmp_path):
     from sprout.evaluation.model_scores import ModelEvaluator
 
     snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
-    result = train(snapshot, TINY.model, TINY.train.model_copy(update={"max_steps": 100}), tmp_path)
+    # without the final refit: a refitted model has seen the validation users
+    config = TINY.train.model_copy(update={"max_steps": 100, "refit_on_validation": False})
+    result = train(snapshot, TINY.model, config, tmp_path)
     metrics = ModelEvaluator(result.model, latency_runs=1).evaluate(held_out_users(snapshot, "validation"))
     assert metrics["ndcg@100"] == pytest.approx(result.validation["val/ndcg@100"], abs=1e-9)
     assert result.item_item["linear_scale"] in TINY.train.blend_linear_scales
@@ -187,6 +189,9 @@ def test_the_final_model_is_refitted_on_training_and_validation_users_never_test
     assert np.array_equal(path.neighbours.ids, neighbours[result.ratings["shrinkage"]].ids)
     # the validation figures were measured before the refit, on users the model had not seen
     assert result.ratings["validation_mae"] <= result.ratings["validation_mae_neighbours"] + 1e-4
+    assert set(result.validation_by_rating_weight) == {"1", "0.5", "0.3", "0"}
+    at_one = result.validation_by_rating_weight["1"]["ndcg@100"]
+    assert at_one == pytest.approx(result.validation["val/ndcg@100"], abs=1e-6)  # the same users, unrefitted
 
 
 def test_no_refit_keeps_the_training_users_fit(home, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 from sprout.evaluation.evaluator import METRIC_NAMES
 from sprout.json_values import json_ready
 
-REPORTED = METRIC_NAMES + ("finite", "forward_latency_ms")
+REPORTED = METRIC_NAMES + ("calibration@100", "finite", "forward_latency_ms")
 
 
 def readable(value: Any, digits: int = 4) -> Any:

@@ -36,7 +36,8 @@ from flax import nnx
 from sprout.dataset.snapshot_format import Snapshot
 from sprout.evaluation.baselines import PopularityEvaluator
 from sprout.evaluation.held_out import HeldOutUsers, held_out_users_from_splits
-from sprout.evaluation.model_scores import ranking_quality
+from sprout.evaluation.evaluator import ranking_metrics
+from sprout.evaluation.model_scores import model_scores, ranking_quality
 from sprout.model.autoencoder import Autoencoder, parameter_count
 from sprout.model.config import ModelConfig
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
@@ -82,6 +83,8 @@ class TrainResult:
     training_users: int = 0  # training users learned from (those with at least entry_threshold entries)
     entry_threshold: int = 0
     threshold_ndcg: dict[str, float] = field(default_factory=dict)  # validation NDCG@100 of x B per threshold
+    # validation NDCG@100 and rated NDCG@100 per rating weight, before the refit (which sees these users)
+    validation_by_rating_weight: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 VALIDATION_KEYS = ("recall@20", "recall@50", "ndcg@100")
@@ -116,6 +119,19 @@ def epoch_order(n_users: int, seed: int, epoch: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(n_users)
     order.setflags(write=False)
     return order
+
+
+REPORTED_RATING_WEIGHTS = (1.0, 0.5, 0.3, 0.0)
+
+
+def rating_weight_figures(model: Autoencoder, users: HeldOutUsers) -> dict[str, dict[str, float]]:
+    """Binary and rated NDCG@100 on validation users at each reported rating weight: what the
+    default weight is chosen by (a measure of "will watch" and one of "will watch and like")."""
+    figures = {}
+    for weight in REPORTED_RATING_WEIGHTS:
+        metrics = ranking_metrics(model_scores(model, users, weight, ratings=False).scores, users)
+        figures[f"{weight:g}"] = {"ndcg@100": metrics["ndcg@100"], "rated_ndcg@100": metrics["rated_ndcg@100"]}
+    return figures
 
 
 def kl_weight_at(step: int, config: TrainConfig) -> float:
@@ -261,6 +277,7 @@ def train(
         model, ratings = fit_rating_path(model, model_config, train_split, users, config.rating_shrinkages)
         tracker.log({f"ratings/{k}": v for k, v in ratings.items()}, step=steps)
         validation = {**validation, "val/rating_mae": ratings["validation_mae"]}
+    by_weight = rating_weight_figures(model, users) if model_config.rating_neighbours else {}
     refit_users = 0
     if config.refit_on_validation and (model_config.item_item or model_config.rating_neighbours):
         everyone = train_split.joined(validation_split)  # all but the test users
@@ -276,6 +293,7 @@ def train(
         popularity_ndcg=baseline, examples_per_s=examples / timed if timed else 0.0, resumed_from=start,
         history=history, item_item=item_item, ratings=ratings, refit_users=refit_users,
         training_users=train_split.n_users, entry_threshold=entry_threshold, threshold_ndcg=thresholds,
+        validation_by_rating_weight=by_weight,
     )
 
 

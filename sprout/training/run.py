@@ -117,6 +117,7 @@ def train_model(
             "entry_threshold": result.entry_threshold,
             "threshold_ndcg": result.threshold_ndcg,
             "refit_users": result.refit_users,
+            "validation_by_rating_weight": result.validation_by_rating_weight,
             "resumed_from": result.resumed_from,
             "final": result.final,
             "validation": result.validation,
