@@ -161,6 +161,19 @@ def test_random_and_nan_models_are_never_promoted(snapshot, tmp_path):
     assert "finite_outputs" in failed_checks
 
 
+def test_a_refitted_model_meets_baselines_fitted_on_the_same_users(snapshot, tmp_path):
+    """A model refitted on training + validation users is compared with baselines fitted on them too."""
+    model = Autoencoder(TINY.model, nnx.Rngs(0))
+    rules = GateRules(max_forward_latency_ms=1e6)
+    plain = write_model_artifact(tmp_path / "a", model, snapshot, {"metrics": {}})[1]
+    refitted = write_model_artifact(tmp_path / "b", model, snapshot, {"metrics": {"refit_users": 400}})[1]
+    on_training = evaluate_artifact(plain, snapshot, rules=rules)["baselines"]
+    on_everyone = evaluate_artifact(refitted, snapshot, rules=rules)["baselines"]
+    for name, metric in (("ease", "ndcg@100"), ("item_knn", "rating_mae"), ("bias", "rating_mae")):
+        assert on_training[name][metric] != on_everyone[name][metric], name
+    assert on_training["ease"]["ease_lambda"] == on_everyone["ease"]["ease_lambda"]  # chosen the same way
+
+
 def test_models_of_another_dataset_or_corpus(snapshot, tmp_path):
     challenger_folder = save_model(snapshot, tmp_path / "models", seed=0)
     # a champion over another corpus (same shows, another order) is scored through its own corpus
