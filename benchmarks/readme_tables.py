@@ -34,12 +34,14 @@ def cell(figure: dict | None) -> str:
 def method_rows(result: dict, figures_by_method: dict) -> list[str]:
     lines = ["| method | " + " | ".join(name for name, _ in COLUMNS) + " |",
              "| --- |" + " --- |" * len(COLUMNS)]
-    for method, figures in figures_by_method.items():
+    order = [*LABELS, *(m for m in figures_by_method if m not in LABELS)]  # baselines first, as listed
+    for method in (m for m in order if m in figures_by_method):
+        figures = figures_by_method[method]
         label = LABELS.get(method, method)
         if method.startswith("model (w = "):
-            weight = float(method.removeprefix("model (w = ").rstrip(")"))
-            label = "**model**, default recipe " + method.removeprefix("model ") + (
-                ", the default" if weight == result["rating_weight"] else "")
+            weight = method.removeprefix("model (w = ").rstrip(")")
+            label = f"**model**, default recipe (w = {weight}" + (
+                ", the default)" if float(weight) == result["rating_weight"] else ")")
         lines.append(f"| {label} | " + " | ".join(cell(figures.get(key)) for _, key in COLUMNS) + " |")
     return lines
 
