@@ -81,7 +81,7 @@ def quality_table(result: dict) -> str:
     if synthetic:
         run, splits = synthetic["run"], synthetic["splits"]
         lines += ["", f"At larger scale, same run: a simulated population of {synthetic['users']:,} users "
-                  f"({splits['train']:,} training users after the default dataset rules, corpus "
+                  f"({splits['train']:,} training users among those with {synthetic.get('min_counted_entries', 30)} entries, corpus "
                   f"{synthetic['corpus_size']:,}), split seed {synthetic['seed']}, {splits['test']} test users:", ""]
         lines += method_rows(result, synthetic["figures"])
         lines += ["", f"Chosen on validation users: {chosen(run)}.", *[line for line in (by_weight([run]),) if line]]
