@@ -22,9 +22,9 @@ from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import Evaluator, no_ranking, no_ratings, ranking_metrics, rating_metrics
 from sprout.evaluation.held_out import HeldOutUsers
 from sprout.evaluation.metrics import mean_defined, ndcg_at_k
-from sprout.evaluation.model_scores import fold_in_rated
+from sprout.evaluation.model_scores import held_out_rating_components
 from sprout.model.rating_neighbours import DEFAULT_K, Biases, Neighbours, fit_biases, fit_neighbours, user_biases
-from sprout.model.rating_path import NEIGHBOURS_ALONE, RatingPath
+from sprout.model.rating_path import NEIGHBOURS_ALONE, SCORE_RANGE, RatingPath
 
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
@@ -161,9 +161,6 @@ class ItemMeanEvaluator:
         return {**no_ranking(), **rating_metrics(self.item_means[users.rated_items], users)}
 
 
-RATING_RANGE = (1.0, 10.0)
-
-
 def fold_in_scores(split: SplitArrays) -> np.ndarray:
     """The split's raw scores with held-out entries blanked (0 = unrated): what a model may see. [n]"""
     return np.where(split.heldout, 0, split.scores).astype(split.scores.dtype)
@@ -190,7 +187,7 @@ class BiasEvaluator:
 
     def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
         _, baseline = bias_predictions(self.biases, users)
-        return {**no_ranking(), **rating_metrics(np.clip(baseline, *RATING_RANGE), users)}
+        return {**no_ranking(), **rating_metrics(np.clip(baseline, *SCORE_RANGE), users)}
 
 
 @dataclass
@@ -210,16 +207,8 @@ class ItemKnnEvaluator:
 
     def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
         path = RatingPath(self.biases, self.neighbours, self.k, NEIGHBOURS_ALONE)  # the model's rating path
-        predicted = np.empty(len(users.rated_items))  # [m]
-        by_user = np.argsort(users.rated_users, kind="stable")  # held-out rated entries, grouped by user
-        bounds = np.searchsorted(users.rated_users[by_user], np.arange(users.n_users + 1))  # [U + 1]
-        for user in range(users.n_users):
-            entries = by_user[bounds[user] : bounds[user + 1]]
-            if len(entries):
-                items, scores = fold_in_rated(users, user)
-                baseline, correction = path.components(items, scores, users.rated_items[entries])
-                predicted[entries] = baseline + correction
-        return {**no_ranking(), **rating_metrics(np.clip(predicted, *RATING_RANGE), users)}
+        baseline, correction = held_out_rating_components(path, users)  # [m] each
+        return {**no_ranking(), **rating_metrics(np.clip(baseline + correction, *SCORE_RANGE), users)}
 
 
 def standard_baselines(

@@ -72,6 +72,21 @@ def fold_in_inputs(
     return items, values, mask
 
 
+def held_out_rating_components(path: RatingPath, users: HeldOutUsers) -> tuple[np.ndarray, np.ndarray]:
+    """The rating path's bias baseline and neighbourhood correction [m] of every held-out rated
+    entry (`users.rated_items`), each from its user's fold-in ratings."""
+    baseline = np.empty(len(users.rated_items))
+    correction = np.empty(len(users.rated_items))
+    by_user = np.argsort(users.rated_users, kind="stable")  # held-out rated entries, grouped by user
+    bounds = np.searchsorted(users.rated_users[by_user], np.arange(users.n_users + 1))  # [U + 1]
+    for user in range(users.n_users):
+        entries = by_user[bounds[user] : bounds[user + 1]]
+        if len(entries):
+            items, scores = fold_in_rated(users, user)
+            baseline[entries], correction[entries] = path.components(items, scores, users.rated_items[entries])
+    return baseline, correction
+
+
 @dataclass(frozen=True)
 class ModelScores:
     scores: np.ndarray  # [U, C] float32 log ranking score (fold-in items not yet excluded)

@@ -119,15 +119,20 @@ class Show(BaseModel):
     picture: str | None = Field(default=None, description="URL of the show's picture (its cover), when known.")
 
 
-class Recommendation(Show):
+class ShowFigures(Show):
+    """A show with what the model expects of it for this user."""
+
+    probability: float = Field(
+        description="The chance that the user's next show is this one, among the shows not in their profile "
+        "(the probabilities of all those shows sum to 1; a profile show is predicted with itself held out)."
+    )
+    predicted_rating: float = Field(description="Predicted score on the user's own 1..10 scale.")
+
+
+class Recommendation(ShowFigures):
     """One recommended show."""
 
     score: float = Field(description="Ranking score (after the niche boost); higher ranks first.")
-    probability: float = Field(
-        description="The chance that the user's next show is this one, among the shows not in their profile "
-        "(the probabilities of all those shows sum to 1)."
-    )
-    predicted_rating: float = Field(description="Predicted score on the user's own 1..10 scale.")
     contributors: list[Contributor] | None = Field(
         default=None, description="The 3 profile entries whose removal lowers the score most (explained only)."
     )
@@ -203,14 +208,9 @@ class PredictRequest(ProfileSource):
     )
 
 
-class Prediction(Show):
+class Prediction(ShowFigures):
     """What the model expects of one show for this user."""
 
-    probability: float = Field(
-        description="The chance that the user's next show is this one, among the shows not in their profile "
-        "(for a profile show: with itself held out)."
-    )
-    predicted_rating: float = Field(description="Predicted score on the user's own 1..10 scale.")
     in_profile: bool = Field(description="The show is in the profile, so it was predicted with itself held out.")
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sprout.model.rating_neighbours import Biases, Neighbours, neighbour_residual
+from sprout.model.rating_neighbours import Biases, Neighbours, neighbour_residual, user_biases
 
 SCORE_RANGE = (1.0, 10.0)
 DEFAULT_LIKE_CURVE = (1.0, 0.0)  # slope per rating point, offset: models without a fitted curve
@@ -55,9 +55,7 @@ class RatingPath:
 
     def user_bias(self, items: np.ndarray, scores: np.ndarray) -> float:
         """b_u from one user's rated shows items/scores [n] (0 = unrated, ignored)."""
-        rated = scores > 0
-        residual = scores[rated] - self.biases.global_mean - self.biases.item_bias[items[rated]]
-        return float(residual.sum() / (self.biases.user_reg + rated.sum()))
+        return float(user_biases(self.biases, np.array([0, len(items)]), items, scores)[0])
 
     def components(self, items: np.ndarray, scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bias baseline b [T], neighbourhood correction d [T]) of ``targets`` for one user's

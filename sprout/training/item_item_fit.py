@@ -125,8 +125,8 @@ def choose_blend(
 
 
 def calibrate_blend(model: Autoencoder, users: HeldOutUsers) -> float:
-    """Scale the chosen blend by the inverse temperature β that maximises the validation users'
-    held-out likelihood (`temperature`); every ranking stays as it is. Returns β."""
+    """Scale the chosen blend by the inverse temperature β at which the validation users' top-100
+    probabilities predict their held-out hits (`temperature`); every ranking stays. Returns β."""
     log_presence = model_scores(model, users, ratings=False).log_presence  # [U, C]
     beta = fit_inverse_temperature(log_presence, users.fold_in, users.held_out)
     set_blend(model, float(model.presence_scale[...]) * beta, float(model.linear_scale[...]) * beta)

@@ -8,8 +8,8 @@
    plateau schedule has shrunk the learning rate below ``min_lr_scale``).
 2. With ``model_config.item_item`` the closed-form item-item path is fitted and blended with the
    deep presence logits, both chosen on the same validation users (`item_item_fit`), and the
-   blend's temperature is set by the validation users' held-out likelihood (`temperature`), so
-   the probabilities mean what they say without changing any ranking.
+   blend's temperature is set so that the validation users' top-100 probabilities predict their
+   held-out hits (`temperature`): the probabilities mean what they say, no ranking changes.
 3. With ``model_config.rating_neighbours`` the rating path (bias baseline + item neighbourhoods,
    blended with the rating head) is fitted and blended on the same users (`rating_fit`).
 4. With ``config.refit_on_validation`` every closed-form part (``B``, biases, neighbourhoods) is

@@ -22,7 +22,7 @@ from flax import nnx
 
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.held_out import HeldOutUsers
-from sprout.evaluation.model_scores import fold_in_rated, model_scores
+from sprout.evaluation.model_scores import held_out_rating_components, model_scores
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
 from sprout.model.rating_neighbours import Biases, Neighbours, fit_biases, ranked_neighbours, similarity_products
@@ -51,21 +51,6 @@ def set_rating_parts(model: Autoencoder, biases: Biases, neighbours: Neighbours)
     model.neighbour_similarities.value = jnp.asarray(neighbours.similarities, jnp.float32)
 
 
-def validation_components(path: RatingPath, users: HeldOutUsers) -> tuple[np.ndarray, np.ndarray]:
-    """Bias baseline and neighbourhood correction [m] of every held-out rated entry, from each
-    user's fold-in ratings."""
-    baseline = np.empty(len(users.rated_items))
-    correction = np.empty(len(users.rated_items))
-    by_user = np.argsort(users.rated_users, kind="stable")
-    bounds = np.searchsorted(users.rated_users[by_user], np.arange(users.n_users + 1))  # [U + 1]
-    for user in range(users.n_users):
-        entries = by_user[bounds[user] : bounds[user + 1]]
-        if len(entries):
-            items, scores = fold_in_rated(users, user)
-            baseline[entries], correction[entries] = path.components(items, scores, users.rated_items[entries])
-    return baseline, correction
-
-
 def fit_rating_path(
     model: Autoencoder, config: ModelConfig, train: SplitArrays, users: HeldOutUsers, shrinkages: tuple[float, ...]
 ) -> tuple[Autoencoder, dict[str, float]]:
@@ -79,7 +64,7 @@ def fit_rating_path(
     best = None
     for shrinkage, neighbours in by_shrinkage.items():
         path = RatingPath(biases, neighbours, config.rating_k, NEIGHBOURS_ALONE)
-        baseline, correction = validation_components(path, users)
+        baseline, correction = held_out_rating_components(path, users)
         blend = fit_blend(actual, baseline, correction, deep)
         predicted = blend_ratings(blend, baseline, correction, deep)
         error = float(np.abs(predicted - actual).mean()) if len(actual) else float("nan")
