@@ -288,17 +288,35 @@ def training_table(result: dict) -> str:
 
 
 def serving_load_table(result: dict) -> str:
-    settings, load, one = result["settings"], result["figures"]["load"], result["baselines"]["one_client"]
-    lines = ["| `/recommend` (`benchmarks/serving_load.py`) | requests | errors | p50 / p99 | requests/s |",
-             "| --- | --- | --- | --- | --- |"]
-    for name, figures in ((f"{load['clients']} concurrent clients, {load['seconds']:g} s", load),
-                          (f"baseline, same run: 1 client, {one['seconds']:g} s", one)):
-        lines.append(f"| {name} | {figures['requests']:,} | {figures['errors']:,} | {figures['p50_ms']:.1f} / "
-                     f"{figures['p99_ms']:.1f} ms | {figures['requests_per_s']:,.1f} |")
+    settings, goals = result["settings"], result["goals"]
+    lines = ["| `/recommend` (`benchmarks/serving_load.py`) | clients | answers/s | p50 / p99 | errors | shed (503) "
+             "| mean batch |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    floors = result["baselines"]["floor"]
+    for size, figures in result["figures"].items():
+        one = result["baselines"]["one_client"][size]
+        name = f"{size} size ({figures['parameters'] / 1e6:.1f}M parameters)"
+        for label, level in ((f"{name}, baseline: 1 client", one), *((name, f) for f in figures["levels"])):
+            lines.append(f"| {label} | {level['clients']} | {level['answers_per_s']:,.1f} | {level['p50_ms']:.1f} / "
+                         f"{level['p99_ms']:.1f} ms | {level['errors']:,} | {level['shed']:,} | {level['mean_batch']} |")
+    lines += ["", "| at 16 clients | answers/s | vs 1 client (goal ≥ "
+              f"{goals['ratio_16_to_1']:g}×) | p99 (goal ≤ {goals['p99_ms_at_16']:g} ms) | floor: forward pass of a "
+              "full batch | floor: HTTP framework, same body |", "| --- | --- | --- | --- | --- | --- |"]
+    framework = floors["framework"]
+    for size, figures in result["figures"].items():
+        at16 = next(f for f in figures["levels"] if f["clients"] == 16)
+        forward = floors[f"{size}_forward"]
+        met = lambda ok: "" if ok else " (not met)"  # noqa: E731
+        lines.append(
+            f"| {size} size | {at16['answers_per_s']:,.1f} | {figures['ratio_16_to_1']:.2f}×"
+            f"{met(figures['ratio_16_to_1'] >= goals['ratio_16_to_1'])} | {at16['p99_ms']:.1f} ms"
+            f"{met(at16['p99_ms'] <= goals['p99_ms_at_16'])} | {forward['answers_per_s']:,.0f} answers/s "
+            f"({forward['batch_ms']:.1f} ms per {forward['batch']}) | {framework['answers_per_s']:,.1f} answers/s, "
+            f"p99 {framework['p99_ms']:.1f} ms |")
     workers = f"{settings['workers']} worker" + ("s" if settings["workers"] != 1 else "")
-    lines += ["", f"`sprout serve` ({workers}), default-size model on a {settings['corpus_size']:,}-show synthetic "
-              f"corpus, {settings['profiles']} different {settings['profile_entries']}-entry profiles in turn, every "
-              f"answer checked; goal {result['figures']['goal_errors']} errors; " + load_note(result)]
+    lines += ["", f"`sprout serve` ({workers}, default settings), random weights with the item-item path on a "
+              f"{settings['corpus_size']:,}-show synthetic corpus, one {settings['profile_entries']}-entry profile, "
+              f"top_k {settings['top_k']}, {settings['seconds']:g} s per level from `{settings['load_generator']}` in "
+              "its own process; latencies of the answered (200) requests; " + load_note(result)]
     return "\n".join(lines)
 
 

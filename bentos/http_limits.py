@@ -4,14 +4,16 @@ BentoML has no body-size setting (``http.max_request_size`` is ignored), answers
 ``multipart/form-data`` request without a boundary with a 500, and logs every 400 with a full
 traceback. `RequestGuard` answers 413 for bodies over the limit (declared or counted, chunked
 too) and 415 for any body that is not JSON, except on upload paths, which take any body up to
-their own limit; `quiet_client_errors` turns the tracebacks of client mistakes into one-line log
-records.
+their own limit; `AdmissionGate` answers 503 with ``Retry-After`` when a worker already holds as
+many POST requests as it may; `quiet_client_errors` turns the tracebacks of client mistakes into
+one-line log records.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -73,6 +75,44 @@ class RequestGuard:
         await self.app(scope, _counting(receive, limit), send)
 
 
+class AdmissionGate:
+    """ASGI middleware: at most ``max_in_flight`` POST requests in this worker at once.
+
+    The next one is answered 503 with ``Retry-After: retry_after_s`` before its body is read, so a
+    burst costs the refused clients a few milliseconds instead of a wait in a queue nobody bounds
+    (the request threads' own queue). GET requests — the page, ``/model``, ``/livez``,
+    ``/readyz``, ``/metrics`` — never wait here. ``on_shed`` hears of each refusal.
+    """
+
+    def __init__(
+        self, app: Any, max_in_flight: int, retry_after_s: int = 1, on_shed: Callable[[], None] | None = None
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.retry_after_s = retry_after_s
+        self.on_shed = on_shed
+        self.in_flight = 0  # touched only on the event loop
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            if self.on_shed is not None:
+                self.on_shed()
+            await _reply(
+                send, HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the service is busy ({self.max_in_flight} requests in progress); retry in {self.retry_after_s} s",
+                [(b"retry-after", str(self.retry_after_s).encode())],
+            )
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def _too_large(limit: int) -> str:
     return f"request body is larger than {limit:,} bytes"
 
@@ -92,13 +132,15 @@ def _counting(receive: Any, limit: int) -> Any:
     return counted
 
 
-async def _reply(send: Any, status: HTTPStatus, message: str) -> None:
+async def _reply(send: Any, status: HTTPStatus, message: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     await send(
         {
             "type": "http.response.start",
             "status": int(status),
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Literal
 
@@ -107,9 +109,24 @@ class ServeSettings(BaseSettings):
         validation_alias=AliasChoices("SPROUT_MODEL_STORE", "SPROUT_SERVE_STORE_DIR"),
         description="BentoML model store folder; default $BENTOML_HOME/models.",
     )
-    workers: int = Field(1, ge=1, description="Worker processes, each with its own engine.")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1,
+        description="Worker processes, each with its own engine and its own Python lock; default one per core.",
+    )
     threads: int = Field(16, ge=1, description="Request threads per worker; concurrent /recommend calls share forward passes.")
+    max_queue: int = Field(
+        32, ge=1, description="Most POST requests a worker holds at once (answering or waiting); past it a request is "
+        "answered 503 with Retry-After at once, before its body is read.",
+    )
+    max_waiting_explanations: int = Field(
+        4, ge=0, description="Explanations (/explain, /predict, explained /recommend) that may wait behind the one "
+        "being computed, per worker; past it 503 with Retry-After.",
+    )
     devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
+    access_log: bool = Field(
+        False, description="Log every request (BentoML's access log); off by default: writing it took a sixth of the "
+        "event loop's time under load.",
+    )
     poll_s: float = Field(5.0, gt=0, description="Seconds between checks of the registry for a new champion.")
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, description="Largest request body; larger is answered 413.")
     username_deadline_s: float = Field(
@@ -134,7 +151,10 @@ class ServeSettings(BaseSettings):
             "SPROUT_MODEL_STORE": str(self.store_dir) if self.store_dir else None,
             "SPROUT_SERVE_WORKERS": self.workers,
             "SPROUT_SERVE_THREADS": self.threads,
+            "SPROUT_SERVE_MAX_QUEUE": self.max_queue,
+            "SPROUT_SERVE_MAX_WAITING_EXPLANATIONS": self.max_waiting_explanations,
             "SPROUT_SERVE_DEVICES": self.devices,
+            "SPROUT_SERVE_ACCESS_LOG": self.access_log,
             "SPROUT_SERVE_POLL_S": self.poll_s,
             "SPROUT_SERVE_MAX_BODY_BYTES": self.max_body_bytes,
             "SPROUT_SERVE_USERNAME_DEADLINE_S": self.username_deadline_s,

@@ -19,6 +19,7 @@ DATASET_HASH = "cd" * 32
 SERVER_ENV = {
     "JAX_COMPILATION_CACHE_DIR": str(Path(tempfile.gettempdir()) / "sprout-service-tests-jax-cache"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "SPROUT_SERVE_ACCESS_LOG": "true",  # some tests read every request's status from the access log
 }
 SIMULATOR_SEED, SIMULATOR_SHOWS = 3, 150  # the population `untrained_artifacts` builds its snapshot from
 

@@ -11,8 +11,8 @@ from inference_helpers import build_artifacts, same_answers
 
 from sprout.inference.batching import RequestBatcher
 from sprout.inference.engine import Recommender
-from sprout.inference.errors import InvalidProfile
-from sprout.inference.requests import ProfileEntry, RecommendRequest
+from sprout.inference.errors import InvalidProfile, Overloaded
+from sprout.inference.requests import ExplainRequest, PredictRequest, ProfileEntry, RecommendRequest
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,89 @@ def test_a_batch_never_mixes_models_across_a_swap(recommenders):
     assert [a.model.version for a in answers] == [old.version] * 2 + [new.version] * 3
     assert same_answers(answers, [old.recommend(r) for r in requests[:2]] + [new.recommend(r) for r in requests[2:]])
     assert batcher.batches == 3  # the lone leader, the old model's follower, the new model's three
+
+
+class Recorder:
+    """A `BatchObserver` that keeps what it hears."""
+
+    def __init__(self):
+        self.sizes: list[int] = []
+        self.waits: list[float] = []
+        self.forwards: list[float] = []
+        self.shed_lanes: list[str] = []
+        self.explanation_counts: list[int] = []
+
+    def batch(self, size, forward_s, waits_s):
+        self.sizes.append(size)
+        self.forwards.append(forward_s)
+        self.waits.extend(waits_s)
+
+    def shed(self, lane):
+        self.shed_lanes.append(lane)
+
+    def explanations(self, count):
+        self.explanation_counts.append(count)
+
+
+def test_past_the_queue_bound_a_request_is_refused_at_once(recommenders):
+    model, _ = recommenders
+    held = HeldFirstBatch(model)
+    recorder = Recorder()
+    batcher = RequestBatcher(held, max_waiting=2, observer=recorder)
+    plain = [request(k) for k in (1, 2, 3, 4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        leader = pool.submit(batcher.submit, plain[0])
+        assert held.first_batch_started.wait(timeout=30)
+        queued = [pool.submit(batcher.submit, r) for r in plain[1:3]]
+        while batcher.waiting < 2:
+            time.sleep(0.001)
+        with pytest.raises(Overloaded) as refused:
+            batcher.submit(plain[3])  # two already wait behind the running batch
+        assert refused.value.retry_after_s >= 1 and "busy" in str(refused.value)
+        held.first_batch_may_run.set()
+        answers = [leader.result(), *(f.result() for f in queued)]
+    assert same_answers(answers, [model.recommend(r) for r in plain[:3]])
+    assert batcher.shed == 1 and recorder.shed_lanes == ["plain"]
+    assert batcher.submit(plain[3]) == model.recommend(plain[3])  # served once the queue drained
+    assert sum(recorder.sizes) == 4 and recorder.sizes[:2] == [1, 2]  # the lone leader, then the two queued
+    assert len(recorder.waits) == 4 and all(w >= 0 for w in recorder.waits)
+    assert max(recorder.waits) > 0  # the queued two waited for the held batch
+    assert all(f > 0 for f in recorder.forwards)
+
+
+class HeldExplanation(Recommender):
+    """The real engine, whose first explanation waits until the test lets it finish."""
+
+    def __init__(self, model: Recommender):
+        self.__dict__.update(model.__dict__)
+        self.started = threading.Event()
+        self.may_finish = threading.Event()
+
+    def explain(self, request, pace=None):
+        if not self.started.is_set():
+            self.started.set()
+            self.may_finish.wait(timeout=30)
+        return super().explain(request, pace)
+
+
+def test_explanations_have_their_own_bound(recommenders):
+    model, _ = recommenders
+    held = HeldExplanation(model)
+    recorder = Recorder()
+    batcher = RequestBatcher(held, max_waiting=0, max_waiting_explanations=1, observer=recorder)
+    asked = ExplainRequest(profile=request(3).profile, top_k=5)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        first = pool.submit(batcher.explain, asked)
+        assert held.started.wait(timeout=30)
+        second = pool.submit(batcher.explain, asked)  # waits for the lane: the one allowed
+        while batcher.explanations < 2:
+            time.sleep(0.001)
+        with pytest.raises(Overloaded):
+            batcher.explain(asked)
+        with pytest.raises(Overloaded):
+            batcher.predict(PredictRequest(profile=asked.profile, shows=[101]))  # the same lane
+        assert batcher.submit(request(1)) == model.recommend(request(1))  # plain requests are not in that lane
+        held.may_finish.set()
+        assert first.result() == second.result() == model.explain(asked)
+    assert recorder.shed_lanes == ["explanation", "explanation"]
+    assert batcher.explanations == 0 and recorder.explanation_counts[-1] == 0 and max(recorder.explanation_counts) == 2

@@ -87,8 +87,19 @@ def test_a_cached_list_answers_without_asking_mal(client, simulator):
     name = users(simulator, private=False)[1]
     assert client.post("/recommend", json={"username": name}).status_code == 200
     before = simulator.stats()["requests"]
+    hits = cache_lookups(client, "hit")
     assert client.post("/recommend", json={"username": name.upper(), "top_k": 5}).status_code == 200
     assert simulator.stats()["requests"] == before
+    assert cache_lookups(client, "hit") == hits + 1  # /metrics counts the cache's answers
+    assert cache_lookups(client, "miss") >= 1
+
+
+def cache_lookups(client, result: str) -> float:
+    """sprout_username_cache_total{result=...} from /metrics (0 before the first such lookup)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("sprout_username_cache_total{") and f'result="{result}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_each_failure_is_its_status_with_a_sentence(client, simulator):

@@ -70,7 +70,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind. Keep loopback; 0.0.0.0 only inside a container.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     version: Annotated[str | None, typer.Option(help="Serve this registered version and never swap; default: follow the champion.")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes, each loading and warming its own engine [default: 1].")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes, each loading and warming its own engine [default: one per core].")] = None,
     store_dir: Annotated[Path | None, typer.Option(help="BentoML model store folder; default $BENTOML_HOME/models.", file_okay=False)] = None,
     devices: Annotated[int | None, typer.Option(min=1, help="CPU devices to shard explanations over.")] = None,
 ) -> None:
@@ -91,7 +91,10 @@ def serve(
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     errors.print(f"serving {serving} on http://{host}:{port} (workers {settings.workers})", highlight=False, soft_wrap=True)
-    environment = with_host_devices({"BENTOML_DO_NOT_TRACK": "True", **os.environ, **settings.environment()}, settings.devices)
+    # One BLAS thread: a worker's numpy products are small (a profile's rows), one batch at a time,
+    # and a BLAS pool per worker beside XLA's spun on the cores the other worker needed.
+    base = {"BENTOML_DO_NOT_TRACK": "True", "OPENBLAS_NUM_THREADS": "1"}
+    environment = with_host_devices({**base, **os.environ, **settings.environment()}, settings.devices)
     command = bentoml_command(host, port)
     sys.stdout.flush()
     sys.stderr.flush()

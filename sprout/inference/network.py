@@ -1,10 +1,15 @@
 """The autoencoder's serving passes, compiled once per shape at start-up.
 
-Three jitted pure functions of ``(graphdef, state, arrays)``:
+A profile's own part, `ServingNetwork.encode`, runs on the host: the first layer's
+pre-activation ``[H]`` (a sum of kernel rows over the profile's entries) and the item-item path's
+``x B`` ``[C]`` (a sum of the profile's rows of ``B``; zeros for a model without that path) are
+two small matrix-vector products over gathered rows, read in place from the weights (a CPU
+array's host view costs no copy). Measured at the default size with 300 entries: 0.6 ms, against
+2.8 ms for the same sums jitted (XLA's CPU gather of 512 padded rows of ``B`` alone takes 2.3 ms,
+numpy's 0.5 ms), and a request's own part runs once per request, in its own thread.
 
-- `profile_encoding`: one profile ``[1, L]`` -> the first layer's pre-activation ``[1, H]``
-  (a sum of kernel rows over the profile's entries) and the item-item path's ``x B`` ``[1, C]``
-  (a sum of the profile's rows of ``B``; zeros for a model without that path);
+The rest are jitted pure functions of ``(graphdef, state, arrays)``:
+
 - `network_outputs`: pre-activations ``[B, H]`` and ``x B`` ``[B, C]`` -> log presence
   probabilities and predicted normalised ratings ``[B, C]`` (a batch shares every weight read);
   `network_presence` is the same pass without the rating head's output layer — the largest
@@ -16,9 +21,9 @@ Three jitted pure functions of ``(graphdef, state, arrays)``:
   head's last layer runs on the candidate columns and each entry's own column only.
 
 Shapes are padded to buckets so that a fixed set of executables serves every request:
-profile lengths to powers of two (16 up to the largest possible profile), batches to 1..16, the
-held-out rows to chunks of 32..256 and candidate columns to 64 or 512 — only the sizes the corpus
-can need. `warm_up` compiles them all (23 executables for the default size).
+batches to 1..16, the held-out rows to chunks of 32..256 and candidate columns to 64 or 512 —
+only the sizes the corpus can need (the longest possible profile bounds the chunks). `warm_up`
+compiles them all (13 executables for the default size).
 
 The held-out rows are sharded over a 1-D mesh of ``devices`` XLA devices along their leading axis
 (argument, else $SPROUT_INFERENCE_DEVICES, else `DEFAULT_DEVICES`).
@@ -120,12 +125,6 @@ def resolve_device_count(devices: int | None) -> int:
 
 
 # --- pure functions of (graphdef, state, arrays) --------------------------------------------
-
-
-def profile_encoding(graphdef, state, items, values, mask):
-    """items/values/mask [1, L] -> (pre-activation [1, H], x B [1, C]) float32."""
-    model: Autoencoder = nnx.merge(graphdef, state)
-    return model.preactivation(items, values, mask).astype(jnp.float32), model.linear_scores(items, mask)
 
 
 def network_outputs(graphdef, state, pre, linear):
@@ -237,7 +236,10 @@ class ServingNetwork:
         replicated, by_row = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("rows"))
         self._held_out_state = self._state if self.device_count == 1 else jax.device_put(state, replicated)
         self._rating_rows = jax.device_put(rating_output_rows(model), replicated)  # [C, D]
-        self._encoding = jax.jit(partial(profile_encoding, graphdef))
+        # host views of the first layer and B (float32: reduced-precision weights get a copy)
+        self._kernel_host = np.asarray(model.encoder_input.kernel[...], np.float32)  # [2C, H]
+        self._bias_host = np.asarray(model.encoder_input.bias[...], np.float32)  # [H]
+        self._item_item_host = np.asarray(model.item_item[...], np.float32) if model.config.item_item else None  # [C, C]
         self._outputs = jax.jit(partial(network_outputs, graphdef))
         self._presence = jax.jit(partial(network_presence, graphdef))
         self._ratings = jax.jit(partial(rating_outputs, graphdef))
@@ -262,15 +264,16 @@ class ServingNetwork:
         return self.config.encoder_hidden
 
     def encode(self, items: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One profile items/values [n] -> (pre-activation [H], x B [C]) (padded to a length bucket)."""
-        width = smallest_fitting(len(items), self.length_buckets)
-        padded_items = np.zeros((1, width), np.int32)
-        padded_values = np.zeros((1, width), np.float32)
-        mask = np.zeros((1, width), bool)
-        padded_items[0, : len(items)], padded_values[0, : len(items)], mask[0, : len(items)] = items, values, True
-        with self.counter.counting():
-            pre, linear = self._encoding(self._state, padded_items, padded_values, mask)
-            return np.asarray(pre)[0], np.asarray(linear)[0]
+        """One profile items/values [n] -> (pre-activation [H], x B [C]), float32, on the host:
+        ``bias + Σ_j (kernel[i_j] + v_j kernel[C + i_j])`` and ``Σ_j B[i_j]`` (`Autoencoder.preactivation`
+        and `Autoencoder.linear_scores` for one profile)."""
+        items = np.asarray(items, np.intp)
+        ones = np.ones(len(items), np.float32)
+        size = self.config.corpus_size
+        pre = self._bias_host + ones @ self._kernel_host[items] + np.asarray(values, np.float32) @ self._kernel_host[items + size]
+        if self._item_item_host is None:
+            return pre, np.zeros(size, np.float32)
+        return pre, ones @ np.take(self._item_item_host, items, axis=0)
 
     def outputs(self, pre: np.ndarray, linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """pre [B, H], x B [B, C] -> (log presence [B, C], ratings [B, C]), in batches of at most 16."""
@@ -367,8 +370,6 @@ class ServingNetwork:
         """Compile and run every bucket once."""
         hidden = np.zeros(self.hidden_size, np.float32)
         linear = np.zeros(self.config.corpus_size, np.float32)
-        for width in self.length_buckets:
-            self.encode(np.zeros(width, np.int32), np.zeros(width, np.float32))
         for batch in BATCH_BUCKETS:
             self.outputs(np.zeros((batch, self.hidden_size), np.float32), np.zeros((batch, len(linear)), np.float32))
             _, features = self.presence(

@@ -85,8 +85,10 @@ class ListFetcher:
         ttl_s: float = 600.0,
         cache_size: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self._client_factory = client_factory  # None: no client id configured
+        self._on_lookup = on_lookup  # told True for a cache hit, False for a miss
         self._client: MalClient | None = None
         self.deadline_s = deadline_s
         self._cache: TTLCache[str, list[ProfileEntry]] = TTLCache(cache_size, ttl_s, timer=clock)
@@ -98,7 +100,10 @@ class ListFetcher:
         if not USERNAME.fullmatch(username):
             raise InvalidUsername(username)
         key = username.lower()  # MAL names are case-insensitive
-        if (cached := self._cache.get(key)) is not None:
+        cached = self._cache.get(key)
+        if self._on_lookup is not None:
+            self._on_lookup(cached is not None)
+        if cached is not None:
             return cached
         if (pending := self._in_flight.get(key)) is not None:
             return await asyncio.shield(pending)
