@@ -24,8 +24,8 @@ FORWARD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0
 
 
 class ServiceMetrics:
-    """The metrics, fed by the batcher (as its `BatchObserver`), the admission gate, the username
-    cache and model loads."""
+    """The metrics, fed by the batcher (as its `BatchObserver`), the admission gate (``shed("gate")``),
+    the username cache and model loads."""
 
     def __init__(self) -> None:
         self.batch_size = Histogram("sprout_batch_size", "Requests sharing one batch.", buckets=BATCH_SIZES)
@@ -64,9 +64,6 @@ class ServiceMetrics:
         self.explanations_in_flight.set(count)
 
     # --- the rest ------------------------------------------------------------------------------
-
-    def gate_shed(self) -> None:
-        self.shed("gate")
 
     def username_lookup(self, hit: bool) -> None:
         self.username_cache.labels(result="hit" if hit else "miss").inc()

@@ -192,5 +192,5 @@ class Sprout:
 Sprout.add_asgi_middleware(RequestGuard, max_bytes=settings.max_body_bytes, uploads={EXPORT_PATH: MAX_EXPORT_BYTES})
 Sprout.add_asgi_middleware(
     AdmissionGate, max_in_flight=settings.max_queue, retry_after_s=RETRY_AFTER_S,
-    on_shed=lambda: service_metrics().gate_shed(),
+    on_shed=lambda: service_metrics().shed("gate"),
 )
