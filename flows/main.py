@@ -3,7 +3,10 @@
 Starts the MAL simulator on 127.0.0.1, runs the ``pipeline`` flow (crawl → snapshot → training →
 evaluation → gate → promotion) on a temporary Prefect server with DuckDB, W&B (offline without a
 key) and the BentoML model store under ``SPROUT_HOME``, then starts ``sprout serve`` for the new
-champion, asks it for a recommendation with explanations over HTTP, prints them, and stops
+champion, asks it for a recommendation with explanations over HTTP and prints them. Then time
+passes in the simulator (people add and rate shows following their tastes), the ``crawl`` flow
+fetches what changed and the ``monitor`` flow checks the champion on it — fresh-data quality
+beside popularity and EASE, drift, the service's own figures — and prints the check. It stops
 everything it started. Needs no MAL account and no Prefect server.
 """
 
@@ -83,6 +86,7 @@ def main(
     seed: int = typer.Option(0, help="Population seed."),
     config: str = typer.Option("small", help="Training preset (tiny, small, default)."),
     home: Path = typer.Option(Path(os.environ.get("SPROUT_HOME", "var")), help="Where everything is written."),
+    days: int = typer.Option(30, min=1, help="Simulated days between serving and the model health check."),
 ) -> None:
     """Run the whole loop on simulated MAL data and show a served recommendation."""
     from bentos.local_server import LocalServer
@@ -95,36 +99,51 @@ def main(
     with SimulatorServer(population) as simulator:
         console.print(f"simulator on {simulator.url}: {population.n_users} users, {population.n_entries:,} entries")
         _environment(simulator, home)
-        from flows.crawl import CrawlParameters
+        from flows.crawl import CrawlParameters, crawl_flow
+        from flows.monitor import MonitorParameters, monitor_flow
         from flows.pipeline import PipelineParameters, pipeline_flow
         from flows.retrain import RetrainParameters
+        from sprout.cli.monitor import show_check
 
+        crawl = CrawlParameters(usernames=population.usernames(), discover_online=False, max_users=users,
+                                shared_rate_limit=False, show_progress=True)
         params = PipelineParameters(
-            crawl=CrawlParameters(usernames=population.usernames(), discover_online=False, max_users=users,
-                                  shared_rate_limit=False, show_progress=True),
-            retrain=RetrainParameters(config=config, snapshot_date=population.now.date(), show_progress=True),
+            crawl=crawl, retrain=RetrainParameters(config=config, snapshot_date=population.now.date(), show_progress=True),
         )
         outcome = asyncio.run(pipeline_flow(params))
         username, profile = sample_profile(population)
 
-    promotion = outcome["promotion"] or {}
-    console.print(f"gate: {'promoted' if promotion.get('promoted') else 'not promoted'} — "
-                  f"{'; '.join(promotion.get('reasons', []))}")
-    store_dir = Path(os.environ["SPROUT_MODEL_STORE"])
-    champion = ModelRegistry(store_dir).champion()
-    if champion is None:
-        console.print("[bold red]no champion to serve[/]: the gate refused the model and none was promoted before")
-        raise typer.Exit(1)
-    with LocalServer(store_dir, home / "logs" / "serve.log") as server:
-        console.print(f"serving {champion.version} on {server.url}")
-        request = {"profile": profile, "top_k": 10, "explain": True}
-        answer = httpx.post(f"{server.url}/recommend", json=request, timeout=60)
-        explained = httpx.post(f"{server.url}/explain", json={"profile": profile, "top_k": 10}, timeout=60)
-        for response in (answer, explained):
-            if response.status_code != 200:
-                console.print(f"[bold red]{response.request.url.path} answered {response.status_code}[/]: {response.text}")
+        promotion = outcome["promotion"] or {}
+        console.print(f"gate: {'promoted' if promotion.get('promoted') else 'not promoted'} — "
+                      f"{'; '.join(promotion.get('reasons', []))}")
+        store_dir = Path(os.environ["SPROUT_MODEL_STORE"])
+        champion = ModelRegistry(store_dir).champion()
+        if champion is None:
+            console.print("[bold red]no champion to serve[/]: the gate refused the model and none was promoted before")
+            raise typer.Exit(1)
+        with LocalServer(store_dir, home / "logs" / "serve.log") as server:
+            console.print(f"serving {champion.version} on {server.url}")
+            request = {"profile": profile, "top_k": 10, "explain": True}
+            answer = httpx.post(f"{server.url}/recommend", json=request, timeout=60)
+            explained = httpx.post(f"{server.url}/explain", json={"profile": profile, "top_k": 10}, timeout=60)
+            for response in (answer, explained):
+                if response.status_code != 200:
+                    console.print(f"[bold red]{response.request.url.path} answered {response.status_code}[/]: {response.text}")
+                    raise typer.Exit(1)
+            show_recommendations(username, answer.json(), explained.json())
+
+            # Time passes: people add and rate shows following their tastes. Crawl what changed and
+            # check the champion on it, with the running service's own figures beside.
+            changes = population.advance(days)
+            console.print(f"{days} simulated days later: {changes['added']:,} entries added, "
+                          f"{changes['changed']:,} changed, {changes['deleted']:,} deleted, {changes['new_users']} new users")
+            asyncio.run(crawl_flow(crawl.model_copy(update={"usernames": population.usernames(), "announce": False,
+                                                            "spool": False, "max_users": population.n_users})))
+            health = monitor_flow(MonitorParameters(service_url=server.url))
+            if health.get("skipped"):
+                console.print("[bold red]the monitor found no champion to check[/]")
                 raise typer.Exit(1)
-        show_recommendations(username, answer.json(), explained.json())
+            show_check(health["check"])
     console.print(f"done; everything is under {home} (serve again: SPROUT_MODEL_STORE={store_dir} sprout serve)")
     sys.stdout.flush()
 

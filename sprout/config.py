@@ -53,7 +53,8 @@ class Settings(BaseSettings):
         100, ge=1, description="Most pages one user's list may run to; past it the fetch is an error (data kept)."
     )
     crawl_mass_deletion_min_entries: int = Field(
-        50, ge=1, description="Stored lists at least this long are guarded against mass deletion by one listing."
+        50, ge=1, description="Stored lists at least this long are guarded against mass deletion by one listing "
+        "(a listing that would delete a whole list, of any length, always waits for a later one to agree).",
     )
     crawl_mass_deletion_fraction: float = Field(
         0.5, gt=0, le=1,
@@ -71,7 +72,24 @@ class Settings(BaseSettings):
         "(each transaction also costs lookups over whole tables, whatever its size).",
     )
 
-    @field_validator("crawl_spool")
+    monitor_service_url: str | None = Field(
+        None, description="The serving service whose /metrics each model health check reads (unset: none)."
+    )
+    monitor_max_ndcg_drop: float = Field(
+        0.1, ge=0, description="The champion is degraded when its fresh-data NDCG@100 is more than this below its "
+        "promotion figure (or below EASE's on the same users).",
+    )
+    monitor_ease_tolerance: float = Field(
+        0.0, ge=0, description="How far below EASE's fresh-data NDCG@100 the champion may fall before it is degraded.",
+    )
+    monitor_min_fresh_users: int = Field(
+        50, ge=1, description="Users who added shows since the snapshot needed before a health check judges.",
+    )
+    monitor_max_users: int = Field(
+        2000, ge=1, description="Most fresh-data users one health check scores (a seeded sample beyond).",
+    )
+
+    @field_validator("crawl_spool", "monitor_service_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return (value or "").strip() or None

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 PREFECT = [sys.executable, "-m", "prefect"]
 DEPLOYMENTS = {
     "crawl", "crawl-assignment", "ingest", "refresh-anime", "retrain", "retrain-cpu", "evaluate-promote", "rollback",
-    "pipeline",
+    "pipeline", "monitor",
 }
 CRAWL_PARAMS = {
     "discover_online": True, "max_users": 500, "full_refresh": False, "refresh_anime": True, "shared_rate_limit": True,
@@ -186,10 +186,12 @@ def test_every_deployment_is_on_the_server(server: Server):
         "crawl": "sprout-cpu", "crawl-assignment": "sprout-cpu", "ingest": "sprout-cpu", "refresh-anime": "sprout-cpu",
         "retrain": "sprout-rocm",
         "retrain-cpu": "sprout-cpu", "evaluate-promote": "sprout-cpu", "rollback": "sprout-cpu", "pipeline": "sprout-cpu",
+        "monitor": "sprout-cpu",
     }
     assert deployments["crawl"].work_queue_name == deployments["crawl-assignment"].work_queue_name == "crawl"
-    # What writes DuckDB from MAL or the spool runs on the store's host, off the crawl queue.
+    # What writes DuckDB from MAL or the spool, or reads it whole, runs on the store's host, off the crawl queue.
     assert deployments["ingest"].work_queue_name == deployments["refresh-anime"].work_queue_name == "ingest"
+    assert deployments["monitor"].work_queue_name == "ingest"
     # Nothing built or pushed; the one pull step is resolved on the worker, at run time.
     for deployment in deployments.values():
         assert deployment.pull_steps == [
@@ -224,6 +226,9 @@ def test_schedules(server: Server):
 
     (cpu_weekly,) = server.deployment("retrain-cpu").schedules
     assert not cpu_weekly.active  # switched on only where no GPU worker runs
+
+    (daily_health,) = server.deployment("monitor").schedules
+    assert daily_health.active and daily_health.schedule.cron == "0 6 * * *"
 
 
 def test_rocm_job_variables_pass_the_gpu(server: Server):
@@ -273,15 +278,25 @@ def test_the_server_validates_run_parameters(server: Server):
 
 
 def test_triggers_are_linked_automations(server: Server):
-    (retrain,) = server.automations("retrain")
+    retrain, degraded = sorted(server.automations("retrain"), key=lambda a: a.name, reverse=True)
     assert retrain.enabled and retrain.name == "retrain: enough changed profiles"
     assert retrain.trigger.expect == {"sprout.crawl.completed"}
     assert retrain.trigger.match.model_dump() == {"prefect.resource.id": "sprout.crawl.*"}
     assert retrain.actions[0].parameters["params"]["min_changed_profiles"] == 50
+    assert degraded.enabled and degraded.name == "retrain: champion degraded"
+    assert degraded.trigger.expect == {"sprout.model.degraded"}
+    assert degraded.trigger.match.model_dump() == {"prefect.resource.id": "sprout.model.*"}
+    assert degraded.actions[0].parameters["params"]["min_changed_profiles"] == 0  # trains now
 
-    (cpu,) = server.automations("retrain-cpu")
-    assert not cpu.enabled and cpu.name == "retrain-cpu: enough changed profiles"
-    assert cpu.trigger.expect == retrain.trigger.expect and cpu.actions[0].parameters == retrain.actions[0].parameters
+    cpu_triggers = sorted(server.automations("retrain-cpu"), key=lambda a: a.name, reverse=True)
+    assert [a.name for a in cpu_triggers] == ["retrain-cpu: enough changed profiles", "retrain-cpu: champion degraded"]
+    assert not any(a.enabled for a in cpu_triggers)
+    for cpu, gpu in zip(cpu_triggers, (retrain, degraded)):
+        assert cpu.trigger.expect == gpu.trigger.expect and cpu.actions[0].parameters == gpu.actions[0].parameters
+
+    (monitor,) = server.automations("monitor")
+    assert monitor.enabled and monitor.trigger.expect == {"sprout.crawl.completed"}
+    assert monitor.trigger.match.model_dump() == {"prefect.resource.id": "sprout.crawl.*"}
 
     (ingest,) = server.automations("ingest")
     assert ingest.enabled and ingest.name == "ingest: lists spooled"
@@ -305,6 +320,19 @@ def test_a_completed_crawl_starts_a_retrain_run(server: Server):
     server.emit("sprout.crawl.completed", f"sprout.crawl.{uuid.uuid4()}", {"users_crawled": 80})
     (run,) = _wait_for(lambda: server.runs_of("retrain"), 30, "a flow run of the retrain deployment")
     assert run.parameters == {"params": {"config": "default", "track": True, "min_changed_profiles": 50}}
+    (check,) = _wait_for(lambda: server.runs_of("monitor"), 30, "a flow run of the monitor deployment")
+    assert check.parameters == {"params": {"track": True, "announce": True}}
+    assert server.runs_of("retrain-cpu") == []  # its trigger is off
+
+
+def test_a_degraded_champion_starts_a_retrain_run_that_trains_now(server: Server):
+    before = {run.id for run in server.runs_of("retrain")}
+    version = "20260101T000000-0badc0de"
+    server.emit("sprout.model.degraded", "elsewhere.model.x", {"model_version": "x"})
+    server.emit("sprout.model.degraded", f"sprout.model.{version}", {"model_version": version, "reasons": ["below EASE"]})
+    (run,) = _wait_for(lambda: [r for r in server.runs_of("retrain") if r.id not in before], 30,
+                       "a retrain run started by sprout.model.degraded")
+    assert run.parameters == {"params": {"config": "default", "track": True, "min_changed_profiles": 0}}
     assert server.runs_of("retrain-cpu") == []  # its trigger is off
 
 

@@ -8,6 +8,7 @@ from sprout.malsim.cli import app as malsim_app
 
 from .data import crawl, dataset_app, db_app, import_app, ingest
 from .models import evaluate, models_app
+from .monitor import monitor
 from .recommend import recommend
 from .serve import serve  # imports no BentoML; the service process does
 from .status import status
@@ -23,6 +24,7 @@ app.command()(train)
 app.command()(evaluate)
 app.add_typer(models_app, name="models")
 app.command()(status)
+app.command()(monitor)
 app.command("serve")(serve)
 app.command()(recommend)
 app.add_typer(malsim_app, name="malsim", help="The MAL API simulator.")

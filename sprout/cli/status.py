@@ -1,7 +1,7 @@
 """``sprout status``: one screen on where the platform stands.
 
 The last crawl and the table counts (DuckDB), the champion and its metrics (model store), the
-last gate decision (model history), and the next scheduled flow runs, read from the Prefect API
+last gate decision (model history), the last model health check, and the next scheduled flow runs, read from the Prefect API
 through Prefect's client when ``PREFECT_API_URL`` points at a server.
 """
 
@@ -44,6 +44,7 @@ def upcoming_runs(api_url: str | None, limit: int = 5, timeout_s: float = 5.0) -
 
 def gather(settings, registry) -> dict[str, Any]:
     """Everything `sprout status` shows, as plain data."""
+    from sprout.monitoring.report import headline
     from sprout.store import Store
 
     status: dict[str, Any] = {"at": datetime.now(UTC).isoformat(), "home": str(settings.home)}
@@ -52,6 +53,7 @@ def gather(settings, registry) -> dict[str, Any]:
             status["store"] = store.counts()
             last = store.last_crawl_run()
             gates = [e for e in store.model_events(limit=50) if e.kind == "gate"]
+            checks = store.health_checks(limit=1)
         status["last_crawl"] = None if last is None else {
             "run_id": last.run_id, "status": last.status, "started_at": str(last.started_at),
             "finished_at": str(last.finished_at), "figures": {k: v for k, v in last.stats.items() if v},
@@ -59,6 +61,11 @@ def gather(settings, registry) -> dict[str, Any]:
         status["last_gate"] = None if not gates else {
             "version": gates[0].model_version, "at": gates[0].at.isoformat(),
             "promote": gates[0].details.get("promote"), "reasons": gates[0].details.get("reasons"),
+        }
+        status["last_health_check"] = None if not checks else {
+            "version": checks[0].model_version, "at": checks[0].checked_at.isoformat(),
+            "degraded": checks[0].degraded, "reasons": checks[0].figures.get("reasons", []),
+            "figures": headline(checks[0].figures),
         }
     else:
         status["store"] = f"no database at {settings.db_path} yet"
@@ -88,6 +95,10 @@ def _show(status: dict[str, Any]) -> None:
     gate = status.get("last_gate")
     table.add_row("last gate", "none" if not gate else
                   f"{gate['version']}: {'promote' if gate['promote'] else 'reject'} — {'; '.join(gate['reasons'] or [])}")
+    check = status.get("last_health_check")
+    table.add_row("last health check", "none" if not check else
+                  f"{check['version']} at {check['at']}: {'degraded' if check['degraded'] else 'healthy'} — "
+                  + "; ".join(check["reasons"]))
     scheduled = status["scheduled"]
     table.add_row("scheduled next", scheduled if isinstance(scheduled, str) else "\n".join(
         f"{run['deployment']} at {run['expected_start']}" for run in scheduled) or "nothing scheduled")
@@ -95,7 +106,7 @@ def _show(status: dict[str, Any]) -> None:
 
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-    """Last crawl, database counts, champion and its metrics, last gate decision, what runs next."""
+    """Last crawl, database counts, champion and its metrics, last gate decision and health check, what runs next."""
     from bentos.registry import open_registry
 
     from .common import load_settings

@@ -29,7 +29,8 @@ class CrawlPolicy(BaseModel):
     error_backoff_max: timedelta = Field(timedelta(days=7), description="Longest delay after repeated failures.")
     anime_max_age: timedelta = Field(timedelta(days=30), description="Anime metadata older than this is refreshed.")
     mass_deletion_min_entries: int = Field(
-        50, ge=1, description="Stored lists at least this long are guarded against mass deletion by one listing."
+        50, ge=1, description="Stored lists at least this long are guarded against mass deletion by one listing "
+        "(a listing that would delete a whole list, of any length, always waits for a later one to agree).",
     )
     mass_deletion_fraction: float = Field(
         0.5, gt=0, le=1, description="A full listing deleting more than this share waits for a later one to agree."

@@ -43,7 +43,7 @@ from .snapshot_format import (
 from .splits import SPLIT_NAMES, TRAIN, UserSplit, holdout_mask, split_users
 from .user_rows import UserRows, read_user_rows
 
-__all__ = ["Snapshot", "SnapshotError", "SnapshotManifest", "SplitArrays", "build_snapshot", "load_snapshot"]
+__all__ = ["Snapshot", "SnapshotError", "SnapshotManifest", "SplitArrays", "build_snapshot", "load_snapshot", "snapshot_cutoff"]
 
 # Rows featurised at once. Temporaries cost ~150 bytes a row, so 4M rows hold ~0.6 GB beside the
 # 10 bytes a row of the streamed store rows and the snapshot's own arrays.
@@ -56,7 +56,7 @@ _HELD_OUT_COLUMNS = ("sizes", "items", "scores", "status")
 _PER_USER = ("sizes", "mu", "sigma")
 
 
-def _cutoff(snapshot_date: date) -> datetime:
+def snapshot_cutoff(snapshot_date: date) -> datetime:
     """The exclusive end of the snapshot day in UTC."""
     if isinstance(snapshot_date, datetime):
         raise TypeError("snapshot_date is a calendar date (UTC); pass a datetime.date, not a datetime")
@@ -150,7 +150,7 @@ def counted_entries(rows: UserRows) -> np.ndarray:
 
 def newest_entry_day(connection: duckdb.DuckDBPyConnection) -> date:
     """The UTC day of the most recently updated list entry: the default snapshot date."""
-    newest = connection.execute("SELECT max(updated_at) FROM list_entries").fetchone()[0]
+    newest = connection.execute("SELECT max(updated_at) FROM list_entries").fetchall()[0][0]
     if newest is None:
         raise ValueError("the store has no list entries yet: crawl (`sprout crawl`) or import (`sprout import`) first")
     return newest.astimezone(UTC).date()
@@ -212,7 +212,7 @@ def build_snapshot(
         raise ValueError("chunk_rows must be at least 1")
     with _reading(source) as connection:
         snapshot_date = snapshot_date if snapshot_date is not None else newest_entry_day(connection)
-        cutoff = _cutoff(snapshot_date)
+        cutoff = snapshot_cutoff(snapshot_date)
         corpus = build_corpus(
             connection, corpus_size=config.corpus_size, excluded_ratings=config.excluded_ratings, cutoff=cutoff
         )

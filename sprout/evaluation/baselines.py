@@ -111,6 +111,17 @@ class EaseEvaluator:
         lam, ndcgs = tune_ease_lambda(ease, validation, lambdas)
         return cls(ease, lam, ndcgs)
 
+    @classmethod
+    def tuned_then_fitted(
+        cls, train: SplitArrays, validation: HeldOutUsers, fit_on: SplitArrays,
+        lambdas: tuple[float, ...] = EASE_LAMBDAS,
+    ) -> EaseEvaluator:
+        """λ tuned with ``train`` on ``validation``, then EASE fitted on ``fit_on`` at that λ."""
+        tuned = cls.tuned(train, validation, lambdas)
+        if fit_on is train:
+            return tuned
+        return cls(EaseModel.fit(fit_on, validation.corpus_size), tuned.lam, tuned.validation_ndcg)
+
     def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
         scores = self.ease.scores(self.ease.projected(users.fold_in), self.lam)
         return {**ranking_metrics(scores, users), **no_ratings(), "ease_lambda": float(self.lam)}
@@ -221,13 +232,9 @@ def standard_baselines(
     ``fit_on`` (default ``train``) — the users the model being compared was finally fitted on,
     so that both learn from the same users."""
     fit_on = train if fit_on is None else fit_on
-    tuned = EaseEvaluator.tuned(train, validation, lambdas)
-    ease = tuned if fit_on is train else EaseEvaluator(
-        EaseModel.fit(fit_on, validation.corpus_size), tuned.lam, tuned.validation_ndcg
-    )
     return [
         PopularityEvaluator(),
-        ease,
+        EaseEvaluator.tuned_then_fitted(train, validation, fit_on, lambdas),
         UserMeanEvaluator(global_mean_score(fit_on)),
         ItemMeanEvaluator.fit(fit_on, validation.corpus_size),
         BiasEvaluator.fit(fit_on, validation.corpus_size),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sprout.dataset.corpus import Corpus
-from sprout.dataset.snapshot_format import Snapshot, load_snapshot
+from sprout.dataset.snapshot_format import Snapshot, SplitArrays, load_snapshot
 from sprout.evaluation.baselines import standard_baselines
 from sprout.evaluation.gate import GateRules, decide
 from sprout.evaluation.held_out import held_out_users
@@ -36,6 +36,14 @@ def artifact_corpus(folder: Path) -> Corpus:
 
 def same_corpus(a: Corpus, b: Corpus) -> bool:
     return len(a) == len(b) and bool(np.array_equal(a.anime_ids, b.anime_ids))
+
+
+def fitted_users(snapshot: Snapshot, document: dict[str, Any], split: str = "test") -> SplitArrays:
+    """The snapshot's users a model was finally fitted on: training users, plus the validation
+    users when it was refitted on them (its ``refit_users``) and ``split`` is not validation."""
+    train = snapshot.split("train")
+    refitted = bool(document.get("metrics", {}).get("refit_users"))
+    return train.joined(snapshot.split("validation")) if refitted and split == "test" else train
 
 
 def evaluate_artifact(
@@ -83,11 +91,10 @@ def evaluate_artifact(
             champion = ModelEvaluator(champion_model, rating_weight=rating_weight, model_columns=columns).evaluate(users)
             champion_status = f"scored through its own corpus ({int((columns >= 0).sum())} of {len(columns)} shows known)"
 
-    train = snapshot.split("train")
-    fitted_on_validation = bool(document.get("metrics", {}).get("refit_users"))
-    fit_on = train.joined(snapshot.split("validation")) if fitted_on_validation and split == "test" else train
+    fit_on = fitted_users(snapshot, document, split)
     baselines = {  # fitted on the users the challenger was finally fitted on
-        evaluator.name: evaluator.evaluate(users) for evaluator in standard_baselines(train, validation, fit_on=fit_on)
+        evaluator.name: evaluator.evaluate(users)
+        for evaluator in standard_baselines(snapshot.split("train"), validation, fit_on=fit_on)
     }
     decision = decide(challenger, champion, baselines, rules)
     return {

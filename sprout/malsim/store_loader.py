@@ -91,10 +91,20 @@ def population_tables(
 def load_population(
     store: Store, population: Population, now: datetime, *, picture_base: str | None = None
 ) -> dict[str, int]:
-    """Insert the population into an empty store in one transaction; returns rows per table
-    (``picture_base``: see `population_tables`)."""
+    """Insert the population into an empty store in one transaction, as a first full crawl at
+    ``now`` would leave it (every user's crawl state too, so a later crawl diffs against the
+    stored lists); returns rows per table (``picture_base``: see `population_tables`)."""
     tables = population_tables(population, now, picture_base=picture_base)
     with store.transaction() as connection:
         for name, table in tables.items():
             connection.from_arrow(table).insert_into(name)
+        connection.execute(
+            """
+            INSERT INTO crawl_state (username, state, http_status, attempts, last_crawl_at, next_due_at,
+                                     high_water_mark, last_full_refresh_at, entries)
+            SELECT u.username, 'ok', 200, 0, $now, $now, max(e.updated_at), $now, count(e.anime_id)
+            FROM users u LEFT JOIN list_entries e USING (username) GROUP BY u.username
+            """,
+            {"now": as_utc(now)},
+        )
     return {name: table.num_rows for name, table in tables.items()}

@@ -4,9 +4,9 @@ DuckDB spends milliseconds planning and scheduling every statement, whatever its
 few thousand rows of a crawl batch an Arrow join is several times cheaper. The store then only
 runs the writes the diff calls for.
 
-A full list that would delete most of a long stored list is more likely a broken answer (an
-empty page, a cut-short list) than a user clearing their list, so `DeletionGuard` holds such
-deletions back until a full list fetched later agrees.
+A full list that would delete most of a long stored list, or every entry of a stored list of any
+length, is more likely a broken answer (an empty page, a cut-short list) than a user clearing
+their list, so `DeletionGuard` holds such deletions back until a full list fetched later agrees.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ _OLD = "_old"
 
 @dataclass(frozen=True)
 class DeletionGuard:
-    """When a full list's deletions wait for confirmation: the stored list has at least
-    ``min_entries`` rows and the list would delete more than ``max_fraction`` of them."""
+    """When a full list's deletions wait for confirmation: the list would delete every stored row
+    (of a list of any length: one empty answer must not clear a list), or the stored list has at
+    least ``min_entries`` rows and the list would delete more than ``max_fraction`` of them."""
 
     min_entries: int = 50
     max_fraction: float = 0.5
@@ -48,7 +49,8 @@ class DeletionGuard:
         """Per write: whether ``deleted`` of ``stored`` rows is a mass deletion."""
         big = pc.greater_equal(stored, self.min_entries)
         most = pc.greater(pc.cast(deleted, pa.float64()), pc.multiply(pc.cast(stored, pa.float64()), self.max_fraction))
-        return pc.and_(big, most)
+        everything = pc.and_(pc.greater(stored, 0), pc.equal(deleted, stored))
+        return pc.or_(pc.and_(big, most), everything)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ rows, an upsert of changed ones, and the crawl-state update. The cost is per bat
 entry. Every function runs inside the caller's transaction, so a batch is written whole or not
 at all.
 
-A full list that would delete most of a long stored list has its deletions held back (see
+A full list that would delete most of a long stored list, or all of a stored list of any
+length, has its deletions held back (see
 `diff.DeletionGuard`): the rows stay, the crawl state remembers when (``mass_deletion_held_at``),
 no full refresh is recorded and the due-user query reads the user as never fully listed, so the
 next crawl lists the whole list again. Only a later full list that agrees deletes them.

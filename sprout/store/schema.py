@@ -197,6 +197,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE anime ADD COLUMN main_picture VARCHAR",
         ),
     ),
+    Migration(
+        9,
+        "model health checks",
+        (
+            "CREATE SEQUENCE model_health_checks_order",
+            # One row per check of the champion on what people added since its snapshot
+            # (sprout.monitoring): the figures, and whether they called it degraded.
+            """
+            CREATE TABLE model_health_checks (
+                check_id VARCHAR PRIMARY KEY,  -- uuid; a retried write records the check once
+                checked_at TIMESTAMPTZ NOT NULL,
+                model_version VARCHAR NOT NULL,
+                snapshot_id VARCHAR NOT NULL,
+                degraded BOOLEAN NOT NULL,
+                figures JSON NOT NULL,
+                recorded_order BIGINT NOT NULL DEFAULT nextval('model_health_checks_order')
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

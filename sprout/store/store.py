@@ -18,8 +18,9 @@ import duckdb
 
 from sprout.mal.models import AnimeDetails, ListEntry
 
-from . import anime, crawl_state, entries, importer, model_events, runs
+from . import anime, crawl_state, entries, health_checks, importer, model_events, runs
 from .database import IN_MEMORY, SchemaError, as_utc, connect, transaction
+from .health_checks import HealthCheckRow
 from .model_events import ModelEvent
 from .records import ChangeCounts, CrawlRun, DueUser, UserListWrite, UserOutcome
 from .schema import CRAWL_STATES, LATEST_VERSION, check_version, migrate, schema_version
@@ -196,6 +197,18 @@ class Store:
         """Model events newest first, optionally for one version only."""
         with self.transaction() as connection:
             return model_events.model_events(connection, limit, model_version)
+
+    # Model health checks
+
+    def record_health_check(self, row: HealthCheckRow) -> None:
+        """Append one model health check (see `sprout.store.health_checks`); a retry records it once."""
+        with self.transaction() as connection:
+            health_checks.record_health_check(connection, row)
+
+    def health_checks(self, limit: int | None = None, model_version: str | None = None) -> list[HealthCheckRow]:
+        """Model health checks newest first, optionally of one version only."""
+        with self.transaction() as connection:
+            return health_checks.health_checks(connection, limit, model_version)
 
     # Whole-store
 
