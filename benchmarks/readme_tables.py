@@ -290,14 +290,15 @@ def training_table(result: dict) -> str:
 def serving_load_table(result: dict) -> str:
     settings, goals = result["settings"], result["goals"]
     lines = ["| `/recommend` (`benchmarks/serving_load.py`) | clients | answers/s | p50 / p99 | errors | shed (503) "
-             "| mean batch |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| mean batch | `/livez` p99 meanwhile |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     floors = result["baselines"]["floor"]
     for size, figures in result["figures"].items():
         one = result["baselines"]["one_client"][size]
         name = f"{size} size ({figures['parameters'] / 1e6:.1f}M parameters)"
         for label, level in ((f"{name}, baseline: 1 client", one), *((name, f) for f in figures["levels"])):
             lines.append(f"| {label} | {level['clients']} | {level['answers_per_s']:,.1f} | {level['p50_ms']:.1f} / "
-                         f"{level['p99_ms']:.1f} ms | {level['errors']:,} | {level['shed']:,} | {level['mean_batch']} |")
+                         f"{level['p99_ms']:.1f} ms | {level['errors']:,} | {level['shed']:,} | {level['mean_batch']} "
+                         f"| {_livez(level)} |")
     lines += ["", "| at 16 clients | answers/s | vs 1 client (goal ≥ "
               f"{goals['ratio_16_to_1']:g}×) | p99 (goal ≤ {goals['p99_ms_at_16']:g} ms) | floor: forward pass of a "
               "full batch | floor: HTTP framework, same body |", "| --- | --- | --- | --- | --- | --- |"]
@@ -317,6 +318,33 @@ def serving_load_table(result: dict) -> str:
               f"{settings['corpus_size']:,}-show synthetic corpus, one {settings['profile_entries']}-entry profile, "
               f"top_k {settings['top_k']}, {settings['seconds']:g} s per level from `{settings['load_generator']}` in "
               "its own process; latencies of the answered (200) requests; " + load_note(result)]
+    return "\n".join(lines)
+
+
+def _livez(level: dict) -> str:
+    if level.get("livez_p99_ms") is None:
+        return "—"
+    failures = f", {level['livez_failures']} failed" if level["livez_failures"] else ""
+    return f"{level['livez_p99_ms']:.1f} ms ({level['livez_probes']} probes{failures})"
+
+
+def model_health_table(result: dict) -> str:
+    settings, figures = result["settings"], result["figures"]
+    lines = ["| days since the snapshot | fresh users | champion NDCG@100 | EASE | popularity | champion R@20 "
+             "| EASE R@20 | size PSI | rating PSI | outside corpus | degraded |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for check in figures["checks"]:
+        lines.append(
+            f"| {check['days_since_snapshot']} | {check['fresh_users']:,.0f} | {number(check['fresh_ndcg@100'])} "
+            f"| {number(check['ease_ndcg@100'])} | {number(check['popularity_ndcg@100'])} "
+            f"| {number(check['fresh_recall@20'])} | {number(check['ease_recall@20'])} "
+            f"| {number(check['profile_size_psi'])} | {number(check['rating_psi'])} "
+            f"| {check['outside_corpus_share']:.1%} | {'yes' if check['degraded'] else 'no'} |")
+    promoted = figures["at_promotion"]
+    lines += ["", f"At promotion (test users of the snapshot): NDCG@100 {number(promoted['ndcg@100'])} (EASE "
+              f"{number(promoted['ease_ndcg@100'])}), R@20 {number(promoted['recall@20'])}. {settings['users']:,} simulated users, {settings['anime']:,} shows "
+              f"(corpus {settings['corpus']:,}), preset `{settings['config']}`; a full crawl after every "
+              f"{settings['days']} days; " + load_note(result)]
     return "\n".join(lines)
 
 
@@ -400,6 +428,7 @@ def replace_between(text: str, name: str, body: str) -> str:
 
 # README block name -> (results file, the function that renders it).
 TABLES = {
+    "model_health": ("model_health.json", model_health_table),
     "quality": ("quality.json", quality_table),
     "quality_http": ("quality_http.json", quality_http_table),
     "serving": ("serving.json", serving_table),

@@ -8,7 +8,8 @@ Every client posts the same 300-entry profile with ``top_k`` 50 for ``--seconds`
 the one-client level is the same-run baseline. Recorded per level: answers/s, p50/p99 of the
 answered requests, errors (any status but 200 and 503, and requests the server saw that hey never
 got an answer to), requests shed (503) and the service's own metrics over the level (mean batch
-size, queue wait, forward pass).
+size, queue wait, forward pass), and how fast ``/livez`` answered meanwhile (probed 4 times a
+second from this process: too few requests to load the service, so its own cost is small).
 
 The floor, in the same run: the forward pass of a full batch of 16 in-process (the model's share
 of a request at best), and the HTTP framework's own cost for the same body — `http_floor.py`, a
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,11 +70,47 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
+class HealthProbe(threading.Thread):
+    """GET /livez every ``every_s`` while a level runs, timing each answer: how fast a health
+    check is answered under the level's load (4 requests/s: too few to load the service)."""
+
+    def __init__(self, url: str, every_s: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every_s = url, every_s
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stopped.wait(self.every_s):
+                began = time.perf_counter()
+                try:
+                    ok = client.get(f"{self.url}/livez").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.latencies.append(time.perf_counter() - began)
+                self.failures += not ok
+
+    def figures(self) -> dict:
+        self.stopped.set()
+        self.join()
+        latencies = np.array(self.latencies) * 1e3
+        return {"livez_probes": len(latencies), "livez_failures": self.failures,
+                "livez_p50_ms": round(float(np.percentile(latencies, 50)), 2) if len(latencies) else None,
+                "livez_p99_ms": round(float(np.percentile(latencies, 99)), 2) if len(latencies) else None,
+                "livez_max_ms": round(float(latencies.max()), 2) if len(latencies) else None}
+
+
 def level(url: str, body: Path, clients: int, seconds: float) -> dict:
-    """One load level against a running server, with the service's metrics over it."""
+    """One load level against a running server, with the service's metrics over it and how fast
+    /livez answered meanwhile."""
     before = scrape(url)
+    probe = HealthProbe(url)
     started = time.monotonic()
+    probe.start()
     answers = hey(f"{url}/recommend", body, clients, seconds)
+    health = probe.figures()
     elapsed = time.monotonic() - started
     time.sleep(0.5)  # requests hey abandoned at its deadline finish on the server
     after = scrape(url)
@@ -95,10 +133,11 @@ def level(url: str, body: Path, clients: int, seconds: float) -> dict:
                                     * 1e3, 2) if delta["sprout_queue_wait_seconds_count"] else None,
         "mean_forward_ms": round(delta["sprout_forward_seconds_sum"] / batches * 1e3, 2) if batches else None,
         "shed_by_service": int(delta["sprout_requests_shed_total"]),
+        **health,
     }
     print(f"  {clients:>3} clients: {figures['answers_per_s']:>7.1f} answers/s, p50 {figures['p50_ms']} ms, "
           f"p99 {figures['p99_ms']} ms, errors {figures['errors']}, shed {figures['shed']}, "
-          f"mean batch {figures['mean_batch']}", flush=True)
+          f"mean batch {figures['mean_batch']}, /livez p99 {figures['livez_p99_ms']} ms", flush=True)
     return figures
 
 

@@ -24,6 +24,7 @@ from sprout.evaluation.report import comparison_rows, decision_markdown, wandb_s
 from sprout.registry.promotion import (
     evaluate_version,
     model_document,
+    promotion_metrics,
     register_version,
     verify_champion,
     verify_loadable,
@@ -109,7 +110,7 @@ def evaluate_promote_flow(params: EvaluatePromoteParameters = EvaluatePromotePar
     promoted = False
     if decision["promote"] and params.promote:
         with transaction():
-            register_task(settings, version, result["challenger"])
+            register_task(settings, version, promotion_metrics(result))
             verify_loadable_task(settings, version)
             promote_task(settings, version, decision["reasons"], {"checks": decision["checks"]})
             verify_task(settings, version)

@@ -76,8 +76,8 @@ class Settings(BaseSettings):
         None, description="The serving service whose /metrics each model health check reads (unset: none)."
     )
     monitor_max_ndcg_drop: float = Field(
-        0.1, ge=0, description="The champion is degraded when its fresh-data NDCG@100 is more than this below its "
-        "promotion figure (or below EASE's on the same users).",
+        0.1, ge=0, description="The champion is degraded when its fresh-data NDCG@100 as a share of EASE's on the "
+        "same users is more than this below that share at promotion (or when it is below EASE's).",
     )
     monitor_ease_tolerance: float = Field(
         0.0, ge=0, description="How far below EASE's fresh-data NDCG@100 the champion may fall before it is degraded.",

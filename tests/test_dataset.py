@@ -384,7 +384,7 @@ def simulated_store(tmp_path_factory):
     with Store.open(path) as store:
         load_population(store, population, population.now)
         withdrawn = population.usernames()[:10]
-        store.connection.execute("INSERT INTO crawl_state (username, state) SELECT unnest(?), 'private'", [withdrawn])
+        store.connection.execute("UPDATE crawl_state SET state = 'private' WHERE username IN (SELECT unnest(?))", [withdrawn])
     return path, population.now.date()
 
 

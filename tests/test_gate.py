@@ -65,6 +65,30 @@ def test_a_challenger_whose_ratings_lose_to_a_rating_baseline_is_refused():
     assert "rating_mae_vs_item_knn" in failed(broken)  # a NaN never passes
 
 
+def test_a_rating_gap_the_test_users_cannot_resolve_fails_no_model():
+    baselines = {**BASELINES, "item_knn": {"rating_mae": 0.98}}
+    within = challenger(**{"ndcg@100": 0.32, "rating_mae": 0.995, "rating_mae_paired_se": 0.01})
+    decision = decide(within, CHAMPION, baselines)
+    assert decision.promote  # 0.015 worse, 1.5 standard errors: noise
+    check = next(c for c in decision.checks if c.name == "rating_mae_vs_item_knn")
+    assert check.threshold == pytest.approx(0.98 + 2 * 0.01)
+    beyond = challenger(**{"ndcg@100": 0.32, "rating_mae": 1.005, "rating_mae_paired_se": 0.01})
+    assert failed(decide(beyond, CHAMPION, baselines)) == {"rating_mae_vs_item_knn"}  # 2.5 standard errors
+    assert not decide(within, CHAMPION, baselines, GateRules(rating_noise_sigmas=0)).promote  # the plain rule
+
+
+def test_the_paired_standard_error_of_two_maes_clusters_by_user():
+    from sprout.evaluation.metrics import paired_mae_difference_se
+
+    actual = np.array([5.0, 5.0, 5.0, 5.0])
+    # Per entry |a − y| − |b − y| = 1, 1 (user 0), 0, 0 (user 1): per-user sums 2, 0 around a mean of
+    # 0.5 an entry -> residual sums 1, −1; SE = sqrt(2 / 1 · 2) / 4.
+    a, b = np.array([6.0, 4.0, 5.0, 5.0]), np.array([5.0, 5.0, 5.0, 5.0])
+    assert paired_mae_difference_se(a, b, actual, np.array([0, 0, 1, 1])) == pytest.approx(math.sqrt(4) / 4)
+    assert paired_mae_difference_se(a, a, actual, np.array([0, 0, 1, 1])) == 0.0
+    assert math.isnan(paired_mae_difference_se(a, b, actual, np.array([3, 3, 3, 3])))  # one user: unknown
+
+
 def test_worse_challenger_is_refused():
     decision = decide(challenger(**{"ndcg@100": 0.29}), CHAMPION, BASELINES)
     assert not decision.promote and failed(decision) == {"ndcg@100_vs_champion"}

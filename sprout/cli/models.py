@@ -133,7 +133,9 @@ def promote(
     as_json: AsJson = False,
 ) -> None:
     """Promote a version: the gate runs first unless --force; a failed check refuses."""
-    from sprout.registry.promotion import PromotionError, register_version, verify_champion, verify_loadable
+    from sprout.registry.promotion import (
+        PromotionError, promotion_metrics, register_version, verify_champion, verify_loadable,
+    )
     from sprout.registry import RegistryError
 
     settings, registry = _settings_and_registry()
@@ -144,7 +146,7 @@ def promote(
     ))
         if not result["decision"]["promote"]:
             raise fail(f"the gate refused {version}: " + "; ".join(result["decision"]["reasons"]))
-        metrics = result["challenger"]
+        metrics = promotion_metrics(result)
     try:
         register_version(version, home=settings.home, registry=registry, metrics=metrics)
         verify_loadable(version, registry)

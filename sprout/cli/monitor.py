@@ -17,6 +17,10 @@ def _number(value) -> str:
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _milliseconds(value) -> str:
+    return "—" if value is None else f"{value:.1f} ms"
+
+
 def show_check(check) -> None:
     """A recorded check (`HealthCheckRow`) as tables: fresh-data quality, drift, the service, the verdict."""
     figures = check.figures
@@ -42,10 +46,10 @@ def show_check(check) -> None:
     service = figures.get("service")
     if service:
         console.print(f"service {service['url']}: " + (service["error"] if "error" in service else (
-            f"{service['requests']:.0f} requests over {service['window']}"
+            f"{service['requests']:.0f} requests {service['window']}"
             + (f" ({service['requests_per_s']:.2f}/s)" if service.get("requests_per_s") is not None else "")
-            + f", {service['errors']:.0f} errors, {service['shed']:.0f} shed, p50 {_number(service['p50_ms'])} ms, "
-            f"p99 {_number(service['p99_ms'])} ms")))
+            + f", {service['errors']:.0f} errors, {service['shed']:.0f} shed, p50 {_milliseconds(service['p50_ms'])}, "
+            f"p99 {_milliseconds(service['p99_ms'])}")))
     verdict = "[bold red]degraded[/]" if check.degraded else "[green]healthy[/]"
     console.print(f"{verdict}: " + "; ".join(figures.get("reasons", [])))
 

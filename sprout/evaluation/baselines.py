@@ -142,10 +142,13 @@ class UserMeanEvaluator:
     global_mean: float
     name: str = "user_mean"
 
-    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+    def rating_predictions(self, users: HeldOutUsers) -> np.ndarray:
         count = users.fold_in_score_count  # [U]
         per_user = np.where(count > 0, users.fold_in_score_sum / np.maximum(count, 1), self.global_mean)  # [U]
-        return {**no_ranking(), **rating_metrics(per_user[users.rated_users], users)}
+        return per_user[users.rated_users]  # [m]
+
+    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+        return {**no_ranking(), **rating_metrics(self.rating_predictions(users), users)}
 
 
 def item_mean_scores(train: SplitArrays, corpus_size: int, fallback: float) -> np.ndarray:
@@ -168,8 +171,11 @@ class ItemMeanEvaluator:
     def fit(cls, train: SplitArrays, corpus_size: int) -> ItemMeanEvaluator:
         return cls(item_mean_scores(train, corpus_size, global_mean_score(train)))
 
+    def rating_predictions(self, users: HeldOutUsers) -> np.ndarray:
+        return self.item_means[users.rated_items]  # [m]
+
     def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
-        return {**no_ranking(), **rating_metrics(self.item_means[users.rated_items], users)}
+        return {**no_ranking(), **rating_metrics(self.rating_predictions(users), users)}
 
 
 def fold_in_scores(split: SplitArrays) -> np.ndarray:
@@ -196,9 +202,12 @@ class BiasEvaluator:
     def fit(cls, train: SplitArrays, corpus_size: int) -> BiasEvaluator:
         return cls(fit_biases(train.indptr, train.items, train.scores, corpus_size))
 
-    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+    def rating_predictions(self, users: HeldOutUsers) -> np.ndarray:
         _, baseline = bias_predictions(self.biases, users)
-        return {**no_ranking(), **rating_metrics(np.clip(baseline, *SCORE_RANGE), users)}
+        return np.clip(baseline, *SCORE_RANGE)  # [m]
+
+    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+        return {**no_ranking(), **rating_metrics(self.rating_predictions(users), users)}
 
 
 @dataclass
@@ -216,10 +225,13 @@ class ItemKnnEvaluator:
         biases = fit_biases(train.indptr, train.items, train.scores, corpus_size)
         return cls(biases, fit_neighbours(train.indptr, train.items, train.scores, biases, corpus_size), k)
 
-    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+    def rating_predictions(self, users: HeldOutUsers) -> np.ndarray:
         path = RatingPath(self.biases, self.neighbours, self.k, NEIGHBOURS_ALONE)  # the model's rating path
         baseline, correction = held_out_rating_components(path, users)  # [m] each
-        return {**no_ranking(), **rating_metrics(np.clip(baseline + correction, *SCORE_RANGE), users)}
+        return np.clip(baseline + correction, *SCORE_RANGE)
+
+    def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+        return {**no_ranking(), **rating_metrics(self.rating_predictions(users), users)}
 
 
 def standard_baselines(

@@ -4,7 +4,9 @@ A check passes only on a finite value that meets its threshold, so a NaN metric 
 a missing number) can never let a model through. Without a champion only the absolute checks
 apply: finite outputs, latency, beating the popularity baseline, reaching EASE's NDCG@100
 (within ``ease_tolerance``) and predicting ratings at least as well as the best rating baseline
-(within ``rating_baseline_tolerance``) on the same test users.
+(within ``rating_baseline_tolerance`` plus ``rating_noise_sigmas`` standard errors of the paired
+per-user difference, ``rating_mae_paired_se`` in the challenger's metrics: a gap the test users
+cannot resolve fails no model) on the same test users.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 RANKING_METRIC = "ndcg@100"
 RATING_METRIC = "rating_mae"
+RATING_NOISE_METRIC = "rating_mae_paired_se"  # SE of the challenger's MAE minus the best rating baseline's
 LATENCY_METRIC = "forward_latency_ms"
 FINITE_METRIC = "finite"
 POPULARITY = "popularity"
@@ -32,8 +35,18 @@ class GateRules(BaseModel):
     min_margin_over_popularity: float = 0.0  # challenger NDCG@100 ≥ popularity's + this
     ease_tolerance: float = 0.0  # challenger NDCG@100 ≥ EASE's − this (EASE: the closed-form bar)
     rating_baseline_tolerance: float = 0.0  # challenger MAE ≤ the best rating baseline's MAE + this
+    # … + this many standard errors of the paired per-user MAE difference (what the test users
+    # cannot tell apart; 0: the plain comparison)
+    rating_noise_sigmas: float = 2.0
     max_forward_latency_ms: float = 50.0
     require_finite: bool = True
+
+
+def best_rating_baseline(baselines: dict[str, dict[str, float]]) -> str | None:
+    """The baseline with the least finite rating MAE, or None when none has one."""
+    maes = {name: _number(metrics, RATING_METRIC) for name, metrics in baselines.items()}
+    maes = {name: mae for name, mae in maes.items() if math.isfinite(mae)}
+    return min(maes, key=maes.__getitem__) if maes else None
 
 
 class Check(BaseModel):
@@ -110,15 +123,15 @@ def decide(
             ">=",
         )
     )
-    rating_baselines = {name: _number(m, RATING_METRIC) for name, m in baselines.items()}
-    rating_baselines = {name: mae for name, mae in rating_baselines.items() if math.isfinite(mae)}
-    if rating_baselines:  # only a data set without any rated held-out entry has none
-        best = min(rating_baselines, key=rating_baselines.__getitem__)
+    best = best_rating_baseline(baselines)
+    if best is not None:  # only a data set without any rated held-out entry has none
+        noise = _number(challenger, RATING_NOISE_METRIC)
+        allowance = rules.rating_noise_sigmas * noise if math.isfinite(noise) else 0.0
         checks.append(
             _check(
                 f"rating_mae_vs_{best}",
                 _number(challenger, RATING_METRIC),
-                rating_baselines[best] + rules.rating_baseline_tolerance,
+                _number(baselines[best], RATING_METRIC) + rules.rating_baseline_tolerance + allowance,
                 "<=",
             )
         )

@@ -96,3 +96,17 @@ def rating_errors(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, flo
         return float("nan"), float("nan")
     error = predicted - actual
     return float(np.abs(error).mean()), float(np.sqrt((error * error).mean()))
+
+
+def paired_mae_difference_se(a: np.ndarray, b: np.ndarray, actual: np.ndarray, users: np.ndarray) -> float:
+    """Standard error of MAE(a) − MAE(b) over the same rated entries [m], clustered by user (a
+    user's entries are not independent draws): how far apart two MAEs on these users may be by
+    chance alone. NaN with fewer than two users."""
+    difference = np.abs(a - actual) - np.abs(b - actual)  # [m]
+    m = len(difference)
+    _, user = np.unique(users, return_inverse=True)
+    n_users = int(user.max()) + 1 if m else 0
+    if n_users < 2:
+        return float("nan")
+    residual = np.bincount(user, weights=difference - difference.mean(), minlength=n_users)  # [U'] per-user sums
+    return float(np.sqrt(n_users / (n_users - 1) * (residual**2).sum()) / m)

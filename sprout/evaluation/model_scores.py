@@ -207,6 +207,10 @@ class ModelEvaluator:
     model_columns: np.ndarray | None = None  # [C] for a model of another corpus (see `corpus_columns`)
 
     def evaluate(self, users: HeldOutUsers) -> dict[str, float]:
+        return self.evaluate_with_predictions(users)[0]
+
+    def evaluate_with_predictions(self, users: HeldOutUsers) -> tuple[dict[str, float], np.ndarray]:
+        """`evaluate`'s metrics and the predicted ratings [m] of the held-out rated entries."""
         result = model_scores(self.model, users, self.rating_weight, self.batch_size, self.model_columns)
         predicted = result.ratings[users.rated_users, users.rated_items]  # [m]
         return {
@@ -217,4 +221,4 @@ class ModelEvaluator:
             "forward_latency_ms": forward_latency_ms(
                 self.model, users, self.rating_weight, self.latency_runs, self.model_columns
             ),
-        }
+        }, predicted

@@ -19,8 +19,9 @@ import numpy as np
 from sprout.dataset.corpus import Corpus
 from sprout.dataset.snapshot_format import Snapshot, SplitArrays, load_snapshot
 from sprout.evaluation.baselines import standard_baselines
-from sprout.evaluation.gate import GateRules, decide
+from sprout.evaluation.gate import RATING_NOISE_METRIC, GateRules, best_rating_baseline, decide
 from sprout.evaluation.held_out import held_out_users
+from sprout.evaluation.metrics import paired_mae_difference_se
 from sprout.evaluation.model_scores import ModelEvaluator, corpus_columns
 from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
 from sprout.model.artifact import CORPUS_FILE, read_model_artifact
@@ -76,7 +77,7 @@ def evaluate_artifact(
 
     users = held_out_users(snapshot, split)
     validation = users if split == "validation" else held_out_users(snapshot, "validation")
-    challenger = ModelEvaluator(model, rating_weight=rating_weight).evaluate(users)
+    challenger, predicted = ModelEvaluator(model, rating_weight=rating_weight).evaluate_with_predictions(users)
 
     champion, champion_version, champion_status = None, None, "none"
     if champion_folder is not None:
@@ -92,10 +93,15 @@ def evaluate_artifact(
             champion_status = f"scored through its own corpus ({int((columns >= 0).sum())} of {len(columns)} shows known)"
 
     fit_on = fitted_users(snapshot, document, split)
-    baselines = {  # fitted on the users the challenger was finally fitted on
-        evaluator.name: evaluator.evaluate(users)
-        for evaluator in standard_baselines(snapshot.split("train"), validation, fit_on=fit_on)
+    evaluators = {  # fitted on the users the challenger was finally fitted on
+        evaluator.name: evaluator for evaluator in standard_baselines(snapshot.split("train"), validation, fit_on=fit_on)
     }
+    baselines = {name: evaluator.evaluate(users) for name, evaluator in evaluators.items()}
+    best = best_rating_baseline(baselines)
+    if best is not None:
+        challenger[RATING_NOISE_METRIC] = paired_mae_difference_se(
+            predicted, evaluators[best].rating_predictions(users), users.rated_scores, users.rated_users
+        )
     decision = decide(challenger, champion, baselines, rules)
     return {
         "split": split,

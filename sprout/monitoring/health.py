@@ -4,8 +4,8 @@ service, and whether it is degraded.
 The champion is judged on the users who added shows since its snapshot (`fresh_data`), beside
 popularity and EASE fitted on the same users it was fitted on (its own snapshot), and beside its
 own figures at promotion. It is *degraded* when, on at least ``min_fresh_users`` such users,
-its fresh NDCG@100 falls below EASE's by more than ``ease_tolerance``, or below its promotion
-figure by more than ``max_ndcg_drop``. The store is read in one read-only transaction; writing
+its fresh NDCG@100 falls below EASE's by more than ``ease_tolerance``, or its NDCG as a share
+of EASE's on the same users falls more than ``max_ndcg_drop`` below that share at promotion. The store is read in one read-only transaction; writing
 the check is the caller's (one row, `sprout.store.health_checks`).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sprout.config import Settings
-from sprout.dataset.config import DatasetConfig
+from sprout.dataset.snapshot import newest_entry_day
 from sprout.dataset.snapshot_format import SnapshotError, load_snapshot
 from sprout.evaluation.baselines import EaseEvaluator, PopularityEvaluator
 from sprout.evaluation.held_out import held_out_users
@@ -37,6 +37,7 @@ from .fresh_data import fresh_users, snapshot_users
 from .service import ServiceUnreachable, scrape, service_figures, totals
 
 FRESH_METRICS = ("ndcg@100", "recall@20", "recall@50")
+PROMOTION_METRICS = (*FRESH_METRICS, "ease_ndcg@100", "popularity_ndcg@100")
 STORE_WAIT_S = 60.0
 PREVIOUS_CHECKS = 50  # of the same champion: the trend shown beside a new check
 ANNOUNCE_EVERY = timedelta(days=1)
@@ -69,24 +70,30 @@ class Champion:
 
 
 def judge(figures: dict[str, Any], rules: HealthRules) -> tuple[bool, list[str]]:
-    """(degraded, reasons) of a check's figures: every rule's verdict in words."""
+    """(degraded, reasons) of a check's figures: every rule's verdict in words.
+
+    Fresh-data NDCG measures another task than the test users' at promotion (what people added
+    next, not a random fifth of their lists), so the champion's standing is compared as its share
+    of EASE's NDCG on the same users, then and now."""
     fresh = figures.get("fresh") or {}
     users = int(figures.get("counts", {}).get("fresh_users", 0))
     if users < rules.min_fresh_users or "model" not in fresh:
         return False, [f"{users} users added shows since the snapshot (< {rules.min_fresh_users}): too few to judge"]
     model, ease = fresh["model"]["ndcg@100"], fresh.get("ease", {}).get("ndcg@100", math.nan)
-    promoted = figures.get("at_promotion", {}).get("ndcg@100", math.nan)
+    promoted = figures.get("at_promotion", {})
     reasons, degraded = [], False
     if math.isfinite(ease):
         below = model < ease - rules.ease_tolerance
         degraded |= below
         reasons.append(f"fresh NDCG@100 {model:.4f} {'below' if below else 'at or above'} EASE's {ease:.4f}"
                        + (f" (tolerance {rules.ease_tolerance})" if rules.ease_tolerance else ""))
-    if math.isfinite(promoted):
-        dropped = promoted - model > rules.max_ndcg_drop
+    then = promoted.get("ndcg@100", math.nan) / promoted.get("ease_ndcg@100", math.nan)
+    now = model / ease if ease else math.nan
+    if math.isfinite(then) and math.isfinite(now):
+        dropped = then - now > rules.max_ndcg_drop
         degraded |= dropped
-        reasons.append(f"{promoted - model:+.4f} below its promotion NDCG@100 {promoted:.4f} "
-                       f"({'more' if dropped else 'not more'} than {rules.max_ndcg_drop})")
+        reasons.append(f"NDCG@100 {now:.0%} of EASE's now, {then:.0%} at promotion "
+                       f"({'more' if dropped else 'not more'} than {rules.max_ndcg_drop:.0%} lower)")
     return degraded, reasons
 
 
@@ -138,14 +145,16 @@ def check_model_health(
     fit_on = fitted_users(snapshot, document)
     with access(), Store.open(db_path, read_only=True, wait_s=STORE_WAIT_S) as store, store.transaction() as connection:
         fresh = fresh_users(connection, snapshot, fit_on, max_users=max_users, seed=seed)
-        current = current_histograms(connection, snapshot.corpus, DatasetConfig(**snapshot.manifest.config.model_dump()))
+        current = current_histograms(connection, snapshot.corpus, snapshot.manifest.config)
         outside = outside_corpus(connection, snapshot.corpus, snapshot_date)
+        newest = newest_entry_day(connection)  # how far the data has moved on (the simulator's clock too)
 
     figures: dict[str, Any] = {
         "snapshot_date": snapshot_date.isoformat(),
-        "days_since_snapshot": (now.date() - snapshot_date).days,
+        "newest_entry_day": newest.isoformat(),
+        "days_since_snapshot": (newest - snapshot_date).days,
         "counts": fresh.figures(),
-        "at_promotion": _ranking(champion.at_promotion),
+        "at_promotion": _ranking(champion.at_promotion, PROMOTION_METRICS),
         "fresh": {},
         "drift": {**drift_figures(Histograms.of_split(snapshot_users(snapshot)), current), **outside},
     }

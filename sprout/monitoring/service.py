@@ -85,7 +85,7 @@ def service_figures(now: dict[str, object], at: datetime, previous: dict[str, ob
     ) and all(a >= b for a, b in zip(now["cumulative"], previous["cumulative"])):
         base = previous
         seconds = (at - datetime.fromisoformat(str(previous["at"]))).total_seconds()
-        window = f"the {seconds / 3600:.1f} h since the last check"
+        window = f"in the {seconds / 3600:.1f} h since the last check"
         rate = (float(now["requests"]) - float(previous["requests"])) / seconds if seconds > 0 else None
     cumulative = [a - b for a, b in zip(now["cumulative"], base["cumulative"])]
     requests = float(now["requests"]) - float(base["requests"])

@@ -77,6 +77,14 @@ def evaluate_version(
     return result
 
 
+def promotion_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """What a promoted model keeps from its evaluation: its own metrics, and popularity's and
+    EASE's NDCG@100 on the same users (a later health check compares its standing against them)."""
+    baselines = result.get("baselines", {})
+    return {**result["challenger"], **{f"{name}_ndcg@100": baselines[name]["ndcg@100"]
+                                       for name in ("popularity", "ease") if name in baselines}}
+
+
 def register_version(version: str, *, home: Path, registry: Registry, metrics: dict[str, Any]) -> str:
     """Put a trained model into the registry as a challenger (a no-op when it is there already)."""
     folder = find_model_folder(version, home, registry)
