@@ -5,8 +5,6 @@ method should win."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -292,24 +290,3 @@ def test_standard_baselines_end_with_bias_and_item_knn():
     assert names[names.index("item_mean") + 1:] == ["bias", "item_knn"]
     for evaluator in evaluators[-2:]:
         assert np.isfinite(evaluator.evaluate(validation)["rating_mae"])
-
-
-def test_the_rating_blend_is_judged_on_users_it_was_not_fitted_on():
-    from sprout.training.rating_fit import cross_validated_blend_mae
-
-    rng = np.random.default_rng(0)
-    m = 4000
-    owners = rng.integers(0, 400, m)  # [m] 400 users
-    baseline = rng.uniform(5, 8, m)
-    correction = rng.normal(0, 1, m)
-    deep = baseline + rng.normal(0, 1, m)
-    # Ratings that follow the head halfway: a blend learns it, and keeps it on users it never saw.
-    informative = baseline + correction + 0.5 * (deep - baseline)
-    knn_error = float(np.abs(baseline + correction - informative).mean())
-    assert cross_validated_blend_mae(informative, baseline, correction, deep, owners) < 0.5 * knn_error
-    # Ratings the neighbourhood alone explains (plus noise the head does not know): the blend
-    # fitted elsewhere is no better than the neighbourhood alone.
-    plain = baseline + correction + rng.normal(0, 0.5, m)
-    knn_error = float(np.abs(baseline + correction - plain).mean())
-    assert cross_validated_blend_mae(plain, baseline, correction, deep, owners) >= knn_error - 0.005
-    assert math.isnan(cross_validated_blend_mae(plain[:3], baseline[:3], correction[:3], deep[:3], np.zeros(3, int)))

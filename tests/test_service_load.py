@@ -117,12 +117,20 @@ def test_explanations_beyond_their_bound_are_shed(server, store):
 
 
 def test_metrics_show_batches_waits_and_the_model(server, store):
+    from sprout.monitoring.service import totals
+
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        before = metric(http.get("/metrics").text, "sprout_queue_wait_seconds_count")
+        first = http.get("/metrics").text
+        before = metric(first, "sprout_queue_wait_seconds_count")
         for k in range(6):
             assert http.post("/recommend", json={"profile": profile_of(store.corpus, 10 + k), "top_k": 5}).status_code == 200
+        http.get("/livez")
         text = http.get("/metrics").text
     assert metric(text, "sprout_queue_wait_seconds_count") == before + 6  # one wait per request
+    # What a model health check reads from the same page: the six requests, not the health check.
+    then, now = totals(first), totals(text)
+    assert now["requests"] - then["requests"] == 6 and now["errors"] == then["errors"]
+    assert now["cumulative"][-1] - then["cumulative"][-1] == 6 and now["le"] == then["le"]
     batches, members = metric(text, "sprout_batch_size_count"), metric(text, "sprout_batch_size_sum")
     assert 1 <= batches <= members  # a batch holds at least one request
     assert metric(text, "sprout_batch_size_bucket", le="32.0") == batches

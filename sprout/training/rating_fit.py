@@ -7,9 +7,7 @@ the trained rating head on validation users (`sprout.model.rating_path`).
 2. For every held-out rated entry of the validation users, the bias baseline, the
    neighbourhood correction (both from the user's fold-in ratings) and the rating head's
    prediction give the blend (β0, β1, β2) with the least absolute error; the shrinkage whose
-   blend errs least wins. The blend is kept only if, fitted on half of the validation users, it
-   errs less on the other half (and the other way round) than the neighbourhood alone: on few
-   users its three numbers can fit noise, and the neighbourhood alone is item-kNN with baselines. Then the "will like" curve P(score ≥ the user's mean) is fitted on the
+   blend errs least wins. Then the "will like" curve P(score ≥ the user's mean) is fitted on the
    blended predictions by logistic regression.
 
 `refit_rating_path` replaces the closed-form parts with ones fitted on more users (training and
@@ -73,40 +71,18 @@ def fit_rating_path(
         if best is None or error < best[0]:
             best = (error, shrinkage, neighbours, blend, predicted, baseline, correction)
     error, shrinkage, neighbours, blend, predicted, baseline, correction = best
-    knn = blend_ratings(NEIGHBOURS_ALONE, baseline, correction, deep)
-    mae = (lambda p: float(np.abs(p - actual).mean()) if len(actual) else float("nan"))  # noqa: E731
-    held_out_error = cross_validated_blend_mae(actual, baseline, correction, deep, users.rated_users)
-    if not held_out_error < mae(knn):  # the blend's gain does not survive users it was not fitted on
-        blend, predicted, error = NEIGHBOURS_ALONE, knn, mae(knn)
     curve = fit_like_curve(predicted, users.mu[users.rated_users], actual)
     model = with_rating_path(model, config, keep)
     set_rating_parts(model, biases, neighbours)
     model.rating_blend.value = jnp.asarray(blend, jnp.float32)
     model.like_curve.value = jnp.asarray(curve, jnp.float32)
+    knn = blend_ratings(NEIGHBOURS_ALONE, baseline, correction, deep)
+    mae = (lambda p: float(np.abs(p - actual).mean()) if len(actual) else float("nan"))  # noqa: E731
     return model, {
         "shrinkage": shrinkage, "blend_offset": float(blend[0]), "blend_neighbours": float(blend[1]),
         "blend_head": float(blend[2]), "like_slope": curve[0], "like_offset": curve[1],
         "validation_mae": error, "validation_mae_head": mae(deep), "validation_mae_neighbours": mae(knn),
-        "validation_cv_mae_blend": held_out_error,
     }
-
-
-def cross_validated_blend_mae(
-    actual: np.ndarray, baseline: np.ndarray, correction: np.ndarray, deep: np.ndarray, owners: np.ndarray,
-    folds: int = 2,
-) -> float:
-    """MAE of the blend fitted on some validation users and scored on the others (users split by
-    row, every entry of a user in one fold), over all held-out rated entries [m]. NaN without
-    entries in every fold."""
-    fold = owners % folds  # [m]
-    predicted = np.empty_like(actual, dtype=np.float64)
-    for k in range(folds):
-        scored, fitted = fold == k, fold != k
-        if not scored.any() or not fitted.any():
-            return float("nan")
-        blend = fit_blend(actual[fitted], baseline[fitted], correction[fitted], deep[fitted])
-        predicted[scored] = blend_ratings(blend, baseline[scored], correction[scored], deep[scored])
-    return float(np.abs(predicted - actual).mean())
 
 
 def refit_rating_path(model: Autoencoder, users: SplitArrays, shrinkage: float) -> None:
