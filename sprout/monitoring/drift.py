@@ -17,6 +17,7 @@ champion's corpus (it can neither read nor recommend them), and the shows most a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from sprout.dataset.config import DatasetConfig
 from sprout.dataset.corpus import Corpus
-from sprout.dataset.features import profile_features
+from sprout.dataset.features import entry_keep_mask, profile_features, status_codes
 from sprout.dataset.snapshot import newest_entry_day, snapshot_cutoff
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.dataset.user_rows import read_user_rows
@@ -36,14 +37,13 @@ SIZE_EDGES = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, np.inf
 RATING_EDGES = np.linspace(-2.5, 2.5, 11)  # [11] hybrid-normalised rating
 CHUNK_ROWS = 2_000_000  # current rows featurised at once
 
-# Entries that count (the entry rules of sprout.dataset.features), updated since the cutoff, of
-# users who can still be read: per show, how many.
+# Entries updated since the cutoff, of users who can still be read, per show, status and whether
+# rated: what the entry rules (sprout.dataset.features) need to say which of them count.
 _UPDATED_SINCE_BY_SHOW_SQL = f"""
-SELECT e.anime_id, any_value(a.title) AS title, count(*) AS entries
+SELECT e.anime_id, any_value(a.title) AS title, e.status, (e.score > 0)::TINYINT AS rated, count(*) AS entries
 FROM list_entries e LEFT JOIN anime a USING (anime_id)
 WHERE e.updated_at >= $cutoff AND e.username NOT IN ({WITHDRAWN_USERS_SQL})
-  AND e.status <> 'plan_to_watch' AND NOT (e.status = 'on_hold' AND e.score = 0)
-GROUP BY e.anime_id
+GROUP BY e.anime_id, e.status, rated
 """
 
 
@@ -75,9 +75,11 @@ class Histograms:
         self.ratings += np.histogram(np.asarray(values, np.float64), bins=RATING_EDGES)[0]
 
     @staticmethod
-    def of_split(split: SplitArrays) -> Histograms:
+    def of_splits(splits: Iterable[SplitArrays]) -> Histograms:
+        """Every user of every split (a snapshot's lists as of its date)."""
         histograms = Histograms()
-        histograms.add(split.indptr, split.values)
+        for split in splits:
+            histograms.add(split.indptr, split.values)
         return histograms
 
     def size_shares(self) -> np.ndarray:
@@ -102,12 +104,18 @@ def outside_corpus(
 ) -> dict[str, object]:
     """Entries updated since ``snapshot_date`` that count, how many are on shows outside
     ``corpus``, and the ``top`` such shows by entries."""
-    by_show = connection.execute(_UPDATED_SINCE_BY_SHOW_SQL, {"cutoff": snapshot_cutoff(snapshot_date)}).fetchall()
-    unknown = corpus.positions(np.array([row[0] for row in by_show], np.int64)) < 0  # [shows]
-    outside = [(anime_id, title, int(n)) for (anime_id, title, n), out in zip(by_show, unknown) if out]
-    total = sum(int(n) for *_, n in by_show)
-    outside_total = sum(n for *_, n in outside)
-    outside.sort(key=lambda row: (-row[2], row[0]))
+    groups = connection.execute(_UPDATED_SINCE_BY_SHOW_SQL, {"cutoff": snapshot_cutoff(snapshot_date)}).fetchall()
+    anime_ids = np.array([g[0] for g in groups], np.int64)  # [g]
+    entries = np.array([g[4] for g in groups], np.int64)  # [g]
+    counted = entry_keep_mask(status_codes([g[2] for g in groups]), np.array([g[3] for g in groups]))  # [g]
+    unknown = counted & (corpus.positions(anime_ids) < 0)  # [g]
+    titles = {g[0]: g[1] for g in groups}
+    by_show: dict[int, int] = {}
+    for anime_id, n in zip(anime_ids[unknown].tolist(), entries[unknown].tolist()):
+        by_show[anime_id] = by_show.get(anime_id, 0) + n
+    outside = sorted(((a, titles[a], n) for a, n in by_show.items()), key=lambda row: (-row[2], row[0]))
+    total = int(entries[counted].sum())
+    outside_total = int(entries[unknown].sum())
     return {
         "updated_entries": total,
         "outside_corpus_entries": outside_total,
@@ -117,7 +125,7 @@ def outside_corpus(
 
 
 def drift_figures(reference: Histograms, current: Histograms) -> dict[str, float]:
-    """PSI of profile sizes and ratings, and each side's median profile size."""
+    """PSI of profile sizes and ratings, and how many users each side holds."""
     return {
         "profile_size_psi": population_stability_index(reference.size_shares(), current.size_shares()),
         "rating_psi": population_stability_index(reference.rating_shares(), current.rating_shares()),

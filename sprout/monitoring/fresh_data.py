@@ -94,10 +94,10 @@ def fresh_users(
     item = snapshot.corpus.positions(updated["anime_id"].to_numpy()).astype(np.int64)  # [m] -1: not in corpus
     status = status_codes(updated["status"].to_numpy(zero_copy_only=False))
     score = updated["score"].to_numpy().astype(np.int8)
-    counts = entry_keep_mask(status, score) & (item >= 0)
+    counted = entry_keep_mask(status, score) & (item >= 0)
     corpus_size = len(snapshot.corpus)
     known = owners(everyone.indptr) * corpus_size + everyone.items  # [n] keys of the snapshot rows
-    new = counts & ~np.isin(user * corpus_size + item, known)
+    new = counted & ~np.isin(user * corpus_size + item, known)
     user, item, score = user[new], item[new], score[new]
 
     with_targets = np.unique(user)  # [U'] sorted: users with something added since

@@ -33,7 +33,7 @@ from sprout.store.health_checks import HealthCheckRow
 from sprout.workspace import Workspace
 
 from .drift import Histograms, current_histograms, drift_figures, outside_corpus
-from .fresh_data import fresh_users, snapshot_users
+from .fresh_data import fresh_users
 from .service import ServiceUnreachable, scrape, service_figures, totals
 
 FRESH_METRICS = ("ndcg@100", "recall@20", "recall@50")
@@ -156,7 +156,7 @@ def check_model_health(
         "counts": fresh.figures(),
         "at_promotion": _ranking(champion.at_promotion, PROMOTION_METRICS),
         "fresh": {},
-        "drift": {**drift_figures(Histograms.of_split(snapshot_users(snapshot)), current), **outside},
+        "drift": {**drift_figures(Histograms.of_splits(snapshot.splits.values()), current), **outside},
     }
     if fresh.users is not None:
         validation = held_out_users(snapshot, "validation")
