@@ -4,13 +4,14 @@ Strong generalisation, 500 validation and 500 test users per seed, every user an
 the data set, 20% of each held-out user's entries held out, binary "watched" relevance beside
 NDCG with gains from the held-out scores (``rated_ndcg@100``). Per seed: the `default` preset's
 recipe (sized for the snapshot, as `sprout train` does) trains on the training users, every
-choice it makes — best step, item-item λ and p, the blend, the temperature, the rating blend —
+choice it makes — best step, item-item λ and p, the blend, the presence map, the rating blend —
 is made on that seed's validation users, and its closed-form parts are then refitted on
 training + validation users. The baselines are fitted the same way: EASE (λ) and EDLAE (λ, p)
 tuned on validation users and fitted on training + validation users, the rating baselines
 (user and item means, the user + item bias baseline, item-kNN with baselines) likewise. Test
 users are scored once. The model is reported at rating weights 0, 0.3, 0.5 and 1, with its
-calibration (actual / expected held-out hits in the top 100) and a reliability plot
+calibration (the users' next shows found in the top 100 against the number its probabilities
+expected; `sprout.evaluation.calibration`) and a reliability plot
 (``benchmarks/results/quality_reliability.png``, drawn from the results file).
 
 At larger scale, in the same run: a synthetic population of ``--synthetic-users`` users from the
@@ -57,7 +58,7 @@ from sprout.training.loop import REPORTED_RATING_WEIGHTS, train
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anime-5k"
 SNAPSHOT_DATE = date(2016, 12, 21)  # the data set's publication date: every entry's timestamp
 METRICS = ("recall@20", "recall@50", "ndcg@100", "rated_ndcg@100", "rating_mae", "rating_rmse", "calibration@100",
-           "expected_hits@100", "actual_hits@100", "held_out_nll")
+           "expected_next@100", "actual_next@100", "next_show_nll")
 RELIABILITY_PNG = "quality_reliability.png"
 
 
@@ -142,7 +143,8 @@ def compare(snapshot: Snapshot, folder: Path, max_steps: int, record) -> dict:
             # measured before the refit, which sees the validation users
             "validation_by_weight_before_refit": result.validation_by_rating_weight,
             "best_step": result.best_step, "stopped_by": result.stopped_by, "train_wall_s": wall,
-            "item_item": result.item_item, "ratings": result.ratings, "refit_users": result.refit_users,
+            "item_item": result.item_item, "presence_map": result.presence_map, "ratings": result.ratings,
+            "refit_users": result.refit_users,
             "edlae": edlae_choice, "validation": result.validation, "examples_per_s": result.examples_per_s,
             "reliability": reliability(scores.log_presence, test.fold_in, test.held_out),
             "model_config": model_config.model_dump(mode="json")}

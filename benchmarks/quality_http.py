@@ -4,8 +4,9 @@ anime-5k, one seed: the `default` recipe trains on the snapshot's training users
 `benchmarks/quality.py` does), the model is registered, promoted and served by `sprout serve` on
 127.0.0.1, and each test user's fold-in entries go to ``POST /recommend`` with default options
 and ``top_k`` 100. The returned lists are scored against the held-out entries with the
-evaluator's metrics, and their probabilities against what happened (expected held-out hits,
-``n_held · Σ p`` over the 100 returned, against the actual hits); each user's held-out rated
+evaluator's metrics, and their probabilities against what happened: a user's next show is one of
+their held-out entries, each as likely, so the 100 returned are expected to hold it with chance
+``Σ p`` and held it ``hits / n_held`` of the time (`sprout.evaluation.calibration`); each user's held-out rated
 shows go to ``POST /predict`` and its predicted ratings are scored by MAE. EASE (λ tuned on
 validation users), the user + item bias baseline and item-kNN with baselines are fitted on the
 same users as the served model (training + validation) and scored on the same test users in the
@@ -48,7 +49,7 @@ def fold_in_profile(users: HeldOutUsers, row: int, anime_ids: np.ndarray) -> lis
 
 def served_answers(url: str, users: HeldOutUsers, anime_ids: np.ndarray) -> dict:
     """Rank scores [U, C] from each user's returned list (100 for the first show, -inf if absent),
-    the expected and actual held-out hits of the returned lists, /predict's rating of every
+    the expected and actual next shows in the returned lists, /predict's rating of every
     held-out rated entry [m], and request latencies."""
     position = {int(anime_id): index for index, anime_id in enumerate(anime_ids)}
     scores = np.full((users.n_users, users.corpus_size), -np.inf)
@@ -66,8 +67,9 @@ def served_answers(url: str, users: HeldOutUsers, anime_ids: np.ndarray) -> dict
             for rank, item in enumerate(recommendations):
                 scores[row, position[item["anime_id"]]] = TOP_K - rank
             n_held = int(users.held_out[row].sum())
-            expected += n_held * sum(item["probability"] for item in recommendations)
-            actual += sum(bool(users.held_out[row, position[item["anime_id"]]]) for item in recommendations)
+            if n_held:
+                expected += sum(item["probability"] for item in recommendations)
+                actual += sum(bool(users.held_out[row, position[item["anime_id"]]]) for item in recommendations) / n_held
             entries = np.flatnonzero(users.rated_users == row)
             if len(entries):
                 shows = [int(anime_ids[users.rated_items[e]]) for e in entries]
@@ -75,7 +77,7 @@ def served_answers(url: str, users: HeldOutUsers, anime_ids: np.ndarray) -> dict
                 answer.raise_for_status()
                 by_id = {p["anime_id"]: p["predicted_rating"] for p in answer.json()["predictions"]}
                 predicted[entries] = [by_id[show] for show in shows]
-    return {"scores": scores, "predicted": predicted, "expected_hits": expected, "actual_hits": actual,
+    return {"scores": scores, "predicted": predicted, "expected_next": expected, "actual_next": actual,
             "latencies": latencies}
 
 
@@ -110,8 +112,8 @@ def main(
     figures = {
         "served": {k: served[k] for k in keys},
         "predict_rating_mae": rating_metrics(answers["predicted"], test)["rating_mae"],
-        "expected_hits@100": answers["expected_hits"], "actual_hits@100": answers["actual_hits"],
-        "calibration@100": answers["actual_hits"] / answers["expected_hits"],
+        "expected_next@100": answers["expected_next"], "actual_next@100": answers["actual_next"],
+        "calibration@100": answers["actual_next"] / answers["expected_next"],
         "request_p50_ms": float(np.median(answers["latencies"]) * 1000),
     }
     reported = {"ease": keys, "bias": ("rating_mae",), "item_knn": ("rating_mae",), "popularity": keys}
@@ -119,7 +121,8 @@ def main(
         "data": "anime-5k", "seed": seed, "users": test.n_users, "top_k": TOP_K, "figures": figures,
         "baselines": {name: {k: baselines[name][k] for k in ks} for name, ks in reported.items()},
         "ease_lambda": baselines["ease"]["ease_lambda"], "fitted_users": everyone.n_users,
-        "item_item": result.item_item, "ratings": result.ratings, "best_step": result.best_step,
+        "item_item": result.item_item, "presence_map": result.presence_map, "ratings": result.ratings,
+        "best_step": result.best_step,
     })
     print(f"served {figures}; baselines {baselines['ease']['ndcg@100']:.4f} (EASE)")
     print(f"wrote {path}")

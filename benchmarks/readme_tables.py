@@ -46,10 +46,18 @@ def method_rows(result: dict, figures_by_method: dict) -> list[str]:
     return lines
 
 
+def presence_map(run: dict) -> str:
+    fitted = run.get("presence_map") or {}
+    if not fitted:
+        return ""
+    return (f", presence map {fitted['presence_power']:.2f}·log softplus({fitted['presence_map_scale']:.3g}·l "
+            f"− {fitted['presence_offset']:.2f})")
+
+
 def chosen(run: dict) -> str:
     item_item, ratings = run["item_item"], run.get("ratings", {})
     return (f"λ {item_item.get('l2', 0):g}, p {item_item.get('dropout', 0):g}, blend a={item_item.get('presence_scale', 0):.3g} "
-            f"s={item_item.get('linear_scale', 0):.3g} (β {item_item.get('inverse_temperature', 1):.3g}), rating "
+            f"s={item_item.get('linear_scale', 0):.3g}{presence_map(run)}, rating "
             f"shrinkage {ratings.get('shrinkage', 0):g} and blend ({ratings.get('blend_offset', 0):.2f}, "
             f"{ratings.get('blend_neighbours', 0):.2f}, {ratings.get('blend_head', 0):.2f}), best step "
             f"{run['best_step']}, refit on {run.get('refit_users', 0):,} users, {run['train_wall_s'] / 60:.1f} min")
@@ -209,10 +217,11 @@ def quality_http_table(result: dict) -> str:
         f"| item-kNN with baselines, same users | — | — | — | — | {number(baselines['item_knn']['rating_mae'])} |",
         "",
         f"anime-5k seed {result['seed']}, {result['users']} test users, top {result['top_k']}; the served model "
-        f"and every baseline fitted on the same {result['fitted_users']:,} users (training + validation). The "
-        f"returned probabilities expected {figures['expected_hits@100']:,.0f} held-out hits in the top "
-        f"{result['top_k']} and {figures['actual_hits@100']:,.0f} happened (calibration "
-        f"{figures['calibration@100']:.2f}); request p50 {figures['request_p50_ms']:.1f} ms; " + provenance(result),
+        f"and every baseline fitted on the same {result['fitted_users']:,} users (training + validation). Of the "
+        f"{result['users']} users' next shows (one held-out entry each, any of them equally likely), the returned "
+        f"probabilities expected {figures['expected_next@100']:,.1f} in the top {result['top_k']} and "
+        f"{figures['actual_next@100']:,.1f} were there (calibration {figures['calibration@100']:.2f}); request "
+        f"p50 {figures['request_p50_ms']:.1f} ms; " + provenance(result),
     ])
 
 

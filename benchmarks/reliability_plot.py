@@ -17,19 +17,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def draw_reliability(results: Path, output: Path) -> Path:
-    """Predicted chance of being held out against how often it was, per seed and data set."""
+    """Predicted chance of being the next show against how often it was, per seed and data set."""
     document = json.loads(Path(results).read_text())
     series = [(f"anime-5k seed {seed}", run["reliability"]) for seed, run in zip(document["seeds"], document["runs"])]
     if document.get("synthetic"):
         series.append((f"simulated, {document['synthetic']['users']:,} users", document["synthetic"]["run"]["reliability"]))
     figure, axes = plt.subplots(figsize=(5.5, 5))
-    axes.plot([1e-4, 1], [1e-4, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    axes.plot([1e-5, 1], [1e-5, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     for label, points in series:
         points = [p for p in points if p["count"] >= 20]  # bins with too few candidates are noise
-        axes.plot([p["predicted"] for p in points], [max(p["observed"], 1e-4) for p in points], marker="o", label=label)
-    axes.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1),
-             xlabel="predicted chance of being a held-out show (top 100, test users)",
-             ylabel="share that were held out", title="Presence probabilities: reliability")
+        axes.plot([p["predicted"] for p in points], [max(p["observed"], 1e-5) for p in points], marker="o", label=label)
+    axes.set(xscale="log", yscale="log", xlim=(1e-5, 1), ylim=(1e-5, 1),
+             xlabel="probability shown (top 100, test users)",
+             ylabel="how often it was the next show (hits / held-out entries)",
+             title="Presence probabilities: reliability")
     axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(output, dpi=110)

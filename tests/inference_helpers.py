@@ -98,6 +98,8 @@ def give_item_item_path(model: Autoencoder, seed: int) -> None:
     model.item_item.value = jnp.asarray(weights)
     model.presence_scale.value = jnp.asarray(0.7, jnp.float32)
     model.linear_scale.value = jnp.asarray(2.0, jnp.float32)
+    if model.config.presence_map:  # curved over the logits' range, so every path meets the map
+        model.presence_map.value = jnp.asarray([1.5, 0.8, 2.0], jnp.float32)  # scale, power, offset
 
 
 def give_rating_path(model: Autoencoder, train) -> None:
@@ -118,7 +120,8 @@ def build_artifacts(home: Path, *, seeds: tuple[int, ...] = (0,), n_users: int =
         manifest = build_snapshot(store, home / "snapshots", config, SNAPSHOT_DATE)
     snapshot = load_snapshot(home / "snapshots" / manifest.snapshot_id)
     model_config = ModelConfig.tiny(
-        corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16, item_item=True, rating_neighbours=12
+        corpus_size=len(snapshot.corpus), encoder_hidden=32, bottleneck=16, item_item=True, presence_map=True,
+        rating_neighbours=12,
     )
     folders = []
     for seed in seeds:

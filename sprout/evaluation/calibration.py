@@ -1,13 +1,19 @@
 """Do the presence probabilities mean what they say? Calibration on held-out users; pure numpy.
 
 A served probability is the chance that the user's next show is this one, over the shows not
-already in their profile (it sums to 1 over them). Each held-out entry of a user is read as one
-such draw, so a user with ``n`` held-out entries is expected to have ``n · Σ_{top K} p`` of them
-in their top K. The ratio of what happens to what is expected is 1 for calibrated
-probabilities; below 1 they are overconfident, above 1 too timid (the uncalibrated model's was 2).
+already in their profile (it sums to 1 over them). A held-out user's next show is one of their
+held-out entries, each as likely as the others (the split does not record which came first), so
+show ``j`` is it with chance ``hit_j / n`` (``n`` held-out entries, ``hit_j`` 1 when ``j`` is one
+of them). Calibrated probabilities predict exactly that, on average, wherever one looks:
 
-`reliability` bins every top-K candidate by its predicted chance of being held out,
-``min(1, n · p)``, against the share of them that were: the points of a reliability plot.
+- over each user's top ``k`` candidates, the expected number of next shows found there,
+  ``Σ_u Σ_{top k} p``, against the number found, ``Σ_u |held-out ∩ top k| / n``; their ratio
+  (``calibration@k``) is 1 when calibrated, below 1 when overconfident, above when too timid;
+- per bin of predicted probability, the mean ``p`` against the mean ``hit / n`` (`reliability`);
+- the next show's negative log-likelihood, ``mean_u −Σ_{j held out} log p_j / n`` (lower is better).
+
+Counting each held-out entry as a next show of its own (``n · p`` of them expected) would ask a
+show with ``p = 0.2`` and ``n = 20`` to be held out four times over.
 """
 
 from __future__ import annotations
@@ -27,43 +33,48 @@ def candidate_log_probabilities(log_scores: np.ndarray, fold_in: np.ndarray) -> 
     return masked - (peak + np.log(np.exp(masked - peak).sum(axis=1, keepdims=True)))
 
 
-def presence_calibration(
-    log_presence: np.ndarray, fold_in: np.ndarray, held_out: np.ndarray, k: int = CALIBRATION_K
-) -> dict[str, float]:
-    """Expected and actual held-out hits in the top ``k``, their ratio, and the held-out negative
-    log-likelihood per entry. log_presence [U, C], fold_in/held_out [U, C] bool."""
+def _evaluated(log_presence: np.ndarray, fold_in: np.ndarray, held_out: np.ndarray):
+    """Candidate log probabilities, held-out masks and next-show chances [U', C] of users with held-out entries."""
     log_p = candidate_log_probabilities(log_presence, fold_in)  # [U, C]
     evaluated = held_out.any(axis=1)  # [U]
     log_p, held_out = log_p[evaluated], held_out[evaluated]
+    next_show = held_out / np.maximum(held_out.sum(axis=1, keepdims=True), 1)  # [U', C] hit / n
+    return log_p, held_out, next_show
+
+
+def presence_calibration(
+    log_presence: np.ndarray, fold_in: np.ndarray, held_out: np.ndarray, k: int = CALIBRATION_K
+) -> dict[str, float]:
+    """Expected and actual next shows in the top ``k``, their ratio, and the next show's negative
+    log-likelihood (see the module docstring). log_presence [U, C], fold_in/held_out [U, C] bool."""
+    log_p, held_out, next_show = _evaluated(log_presence, fold_in, held_out)
     if not len(log_p):
-        return {f"expected_hits@{k}": float("nan"), f"actual_hits@{k}": float("nan"),
-                f"calibration@{k}": float("nan"), "held_out_nll": float("nan")}
+        return {f"expected_next@{k}": float("nan"), f"actual_next@{k}": float("nan"),
+                f"calibration@{k}": float("nan"), "next_show_nll": float("nan")}
     top = top_k(log_p, k)  # [U', k]
-    n_held = held_out.sum(axis=1)  # [U']
-    expected = float((n_held * np.exp(np.take_along_axis(log_p, top, axis=1)).sum(axis=1)).sum())
-    actual = float(np.take_along_axis(held_out, top, axis=1).sum())
-    nll = float(-log_p[held_out].mean())
-    return {f"expected_hits@{k}": expected, f"actual_hits@{k}": actual,
-            f"calibration@{k}": actual / expected if expected > 0 else float("nan"), "held_out_nll": nll}
+    expected = float(np.exp(np.take_along_axis(log_p, top, axis=1)).sum())
+    actual = float(np.take_along_axis(next_show, top, axis=1).sum())
+    nll = float(-(next_show * np.where(held_out, log_p, 0.0)).sum(axis=1).mean())
+    return {f"expected_next@{k}": expected, f"actual_next@{k}": actual,
+            f"calibration@{k}": actual / expected if expected > 0 else float("nan"), "next_show_nll": nll}
 
 
 def reliability(
-    log_presence: np.ndarray, fold_in: np.ndarray, held_out: np.ndarray, k: int = CALIBRATION_K, bins: int = 12
+    log_presence: np.ndarray, fold_in: np.ndarray, held_out: np.ndarray, k: int = CALIBRATION_K, bins: int = 10
 ) -> list[dict[str, float]]:
-    """Reliability points over every user's top-``k`` candidates: per bin of predicted chance
-    ``min(1, n · p)`` (log-spaced from 1e-4 to 1), its mean, the observed held-out share and the count."""
-    log_p = candidate_log_probabilities(log_presence, fold_in)
-    evaluated = held_out.any(axis=1)
-    log_p, held_out = log_p[evaluated], held_out[evaluated]
+    """Reliability points over every user's top-``k`` candidates: per bin of probability
+    (log-spaced from 1e-5 to 1), the mean probability, the mean chance it was the next show
+    (``hit / n``) and the number of candidates."""
+    log_p, _, next_show = _evaluated(log_presence, fold_in, held_out)
     top = top_k(log_p, k)  # [U', k]
-    chance = np.minimum(1.0, held_out.sum(axis=1, keepdims=True) * np.exp(np.take_along_axis(log_p, top, axis=1)))
-    hit = np.take_along_axis(held_out, top, axis=1)  # [U', k]
-    edges = np.logspace(-4, 0, bins + 1)
-    which = np.clip(np.searchsorted(edges, chance.ravel(), side="right") - 1, 0, bins - 1)
+    predicted = np.exp(np.take_along_axis(log_p, top, axis=1)).ravel()
+    observed = np.take_along_axis(next_show, top, axis=1).ravel()
+    edges = np.logspace(-5, 0, bins + 1)
+    which = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, bins - 1)
     points = []
     for b in range(bins):
         inside = which == b
         if inside.any():
-            points.append({"predicted": float(chance.ravel()[inside].mean()),
-                           "observed": float(hit.ravel()[inside].mean()), "count": int(inside.sum())})
+            points.append({"predicted": float(predicted[inside].mean()), "observed": float(observed[inside].mean()),
+                           "count": int(inside.sum())})
     return points

@@ -33,6 +33,27 @@ def _forward(graphdef, state, items, values, mask):
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), ratings.astype(jnp.float32)
 
 
+@partial(jax.jit, static_argnames=("graphdef",))
+def _blended(graphdef, state, items, values, mask):
+    """Sparse fold-in profiles [B, L] -> the blended presence logits before any presence map [B, C]."""
+    model: Autoencoder = nnx.merge(graphdef, state)
+    z = model.encode(items, values, mask)
+    return model.blend(model.decode_presence(z), model.linear_scores(items, mask)).astype(jnp.float32)
+
+
+def blended_logits(model: Autoencoder, users: HeldOutUsers, batch_size: int = 256) -> np.ndarray:
+    """Every held-out user's blended presence logits from their fold-in profile, before the
+    presence map (what the map is fitted on). [U, C] float32"""
+    _check_corpus(model, users)
+    graphdef, state = nnx.split(model)
+    logits = np.empty((users.n_users, users.corpus_size), np.float32)
+    size = min(batch_size, bucket(users.n_users, minimum=1))
+    for start in range(0, users.n_users, size):
+        rows = np.arange(start, min(start + size, users.n_users))
+        logits[rows] = np.asarray(_blended(graphdef, state, *fold_in_inputs(users, rows, size)))[: len(rows)]
+    return logits
+
+
 def fold_in_rated(users: HeldOutUsers, row: int, model_columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One held-out user's fold-in shows and raw scores [n] (in the model's corpus; unknown shows dropped)."""
     split = users.split

@@ -10,7 +10,7 @@ entry (0.4: without the entry its score would be 40% lower; negative: the entry 
   mean of ``|held − base| / max(held, base)`` (0..1: 0.1 moves them by 10% on average);
 - surprise of a rated entry: |actual score − the score predicted with that entry held out|, on 1..10.
 
-Shares are ratios of scores, so they read the same at any temperature or corpus size.
+Shares are ratios of scores, so they read the same at any corpus size and need no unit.
 
 Ties break towards the earlier profile entry, so the answers are deterministic.
 """

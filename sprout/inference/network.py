@@ -42,6 +42,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sprout.model.autoencoder import Autoencoder
+from sprout.model.presence_map import mapped_slope
 
 from .compilations import CompilationCounter
 from .requests import MAX_PROFILE_ENTRIES
@@ -132,7 +133,7 @@ def network_outputs(graphdef, state, pre, linear):
     model: Autoencoder = nnx.merge(graphdef, state)
     z = model.bottleneck_from_preactivation(pre.astype(model.config.compute_dtype))  # [B, Z]
     logits, ratings = model.decode(z)  # [B, C], [B, C]
-    logits = model.blend(logits, linear)
+    logits = model.presence_logits(logits, linear)
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), ratings.astype(jnp.float32)
 
 
@@ -141,7 +142,7 @@ def network_presence(graphdef, state, pre, linear):
     activation [B, D]): everything but the rating head's output layer."""
     model: Autoencoder = nnx.merge(graphdef, state)
     z = model.bottleneck_from_preactivation(pre.astype(model.config.compute_dtype))  # [B, Z]
-    logits = model.blend(model.decode_presence(z), linear)  # [B, C]
+    logits = model.presence_logits(model.decode_presence(z), linear)  # [B, C]
     features = model.rating_head.features(z)  # [B, D]
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), features.astype(jnp.float32)
 
@@ -174,11 +175,12 @@ def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, it
     The softmax normaliser of a held-out row needs all C of its logits: ``normaliser="exact"``
     computes them ([R, D] @ [D, C], most of the pass's FLOPs). ``"first_order"`` sums the
     ``exact_head`` shows most probable for the whole profile exactly and expands the rest (the
-    tail) around the whole profile: ``Σ_tail exp(l + Δ) ≈ P_tail·exp(lse(l))·exp(E_tail[Δ])``
-    with ``E_tail`` the mean under the whole profile's tail probabilities. The deep part of ``Δ``
-    is ``(f_j - f) W``, so ``E_tail[Δ]`` needs one ``W p_tail`` product for every row, and the
-    output layer is read at the head and the candidates only. The candidates' logits stay exact,
-    and by convexity the normaliser is never above the exact one.
+    tail) around the whole profile: ``Σ_tail exp(F(l + Δ)) ≈ P_tail·exp(lse)·exp(E_tail[F'(l)·Δ])``
+    with ``E_tail`` the mean under the whole profile's tail probabilities and ``F`` the presence
+    map (the identity, ``F' = 1``, without one). The deep part of ``Δ`` is ``(f_j - f) W``, so
+    ``E_tail[F'·Δ]`` needs one ``W (p_tail·F')`` product for every row, and the output layer is
+    read at the head and the candidates only. The candidates' logits stay exact; without a
+    presence map, by convexity, the normaliser is never above the exact one.
     """
     model: Autoencoder = nnx.merge(graphdef, state)
     shares = model.entry_contributions(items[:, None], values[:, None], mask[:, None])[:, 0]  # [R, H]
@@ -189,6 +191,7 @@ def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, it
         logits = model.decode_presence(z).astype(jnp.float32)  # [R, C]
         if held_rows is not None:
             logits = model.blend(logits, linear[None, :] - held_rows)
+        logits = model.calibrated(logits)
         presence = logits[:, columns] - jax.nn.logsumexp(logits, axis=-1, keepdims=True)  # [R, K]
     else:
         head = model.presence_head
@@ -197,15 +200,26 @@ def held_out_outputs(graphdef, state, rating_rows, pre, linear, log_presence, it
         kernel = head.output.kernel[...].astype(jnp.float32)  # [D, C]
         deep_scale = model.presence_scale[...] if model.config.item_item else 1.0
 
-        def logit_change(shows: jax.Array) -> jax.Array:  # [M] -> [R, M]: exact change of those logits
+        blended = None  # the whole profile's logits before the presence map [C], where there is one
+        if model.config.presence_map:
+            deep = whole.astype(jnp.float32) @ kernel + head.output.bias[...].astype(jnp.float32)  # [1, C]
+            blended = model.blend(deep, linear[None, :])[0]
+
+        def logit_change(shows: jax.Array) -> jax.Array:  # [M] -> [R, M]: exact change of those (mapped) logits
             delta = deep_scale * (change @ kernel[:, shows])
-            return delta if held_rows is None else delta - model.linear_scale[...] * held_rows[:, shows]
+            if held_rows is not None:
+                delta = delta - model.linear_scale[...] * held_rows[:, shows]
+            if not model.config.presence_map:
+                return delta
+            return model.calibrated(blended[shows][None, :] + delta) - model.calibrated(blended[shows])[None, :]
 
         _, top = jax.lax.top_k(log_presence, min(exact_head, log_presence.shape[0]))  # [M]
         head_sum = jax.nn.logsumexp(log_presence[top][None, :] + logit_change(top), axis=-1)  # [R]
         tail = jnp.exp(log_presence).at[top].set(0.0)  # [C] the whole profile's tail probabilities
         tail_mass = jnp.sum(tail)
-        tail_change = deep_scale * (change @ (kernel @ tail))  # [R] Σ_tail p·Δ, deep part
+        if model.config.presence_map:  # the map's slope turns a change of l into one of F(l)
+            tail = tail * mapped_slope(blended, *model.presence_map[...])
+        tail_change = deep_scale * (change @ (kernel @ tail))  # [R] Σ_tail p·F'·Δ, deep part
         if held_rows is not None:
             tail_change = tail_change - model.linear_scale[...] * (held_rows @ tail)
         tail_sum = jnp.log(tail_mass) + tail_change / jnp.maximum(tail_mass, 1e-30)  # [R]; -inf without a tail

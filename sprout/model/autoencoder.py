@@ -7,8 +7,10 @@ presence logits (softmax over the corpus) and predicted normalised ratings.
 
 With ``config.item_item`` the presence logits also get a full-rank linear path (`item_item`):
 ``presence_scale * deep + linear_scale * (x B)`` with ``x`` the binary profile and ``B [C, C]``
-fitted in closed form (zero diagonal). ``B`` and the two scales are `Fitted` variables: set by
-the training recipe outside gradient descent, saved with the weights like any other.
+fitted in closed form (zero diagonal). With ``config.presence_map`` the blended logits then pass
+through the calibration map of `sprout.model.presence_map`. ``B``, the two scales and the map's
+three numbers are `Fitted` variables: set by the training recipe outside gradient descent,
+saved with the weights like any other.
 
 The forward pass is split at the first layer's pre-activation so that serving can hold profile
 entries out as rank-1 updates and run only the rest of the network per held-out entry.
@@ -24,6 +26,7 @@ from flax import nnx
 
 from sprout.model.config import ModelConfig
 from sprout.model.first_layer import dense_profile, entry_rows, first_layer_dense, first_layer_sparse
+from sprout.model.presence_map import mapped_logits
 
 
 def _linear(config: ModelConfig, in_features: int, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
@@ -86,6 +89,8 @@ class Autoencoder(nnx.Module):
             self.item_item = Fitted(jnp.zeros((size, size), jnp.float32))  # B [C, C], zero diagonal
             self.presence_scale = Fitted(jnp.ones((), jnp.float32))
             self.linear_scale = Fitted(jnp.zeros((), jnp.float32))
+        if config.presence_map:  # F(l) = power · log softplus(scale · l - offset)
+            self.presence_map = Fitted(jnp.asarray([1.0, 1.0, 0.0], jnp.float32))  # scale, power, offset
         if config.rating_neighbours:  # the rating path (`sprout.model.rating_path`), read on the host
             size, keep = config.corpus_size, config.rating_neighbours
             self.rating_global_mean = Fitted(jnp.zeros((), jnp.float32))
@@ -119,11 +124,23 @@ class Autoencoder(nnx.Module):
         return self.item_item[...][items]
 
     def blend(self, deep_logits: jax.Array, linear: jax.Array) -> jax.Array:
-        """Presence logits of the whole model: deep [B, C] and x B [B, C] -> [B, C]."""
+        """The two presence paths blended, before the presence map: deep [B, C] and x B [B, C] -> [B, C]."""
         if not self.config.item_item:
             return deep_logits
         deep_logits = deep_logits.astype(jnp.float32)
         return self.presence_scale[...] * deep_logits + self.linear_scale[...] * linear
+
+    def calibrated(self, blended: jax.Array) -> jax.Array:
+        """The presence map applied to blended logits [..., C] (the identity without one)."""
+        if not self.config.presence_map:
+            return blended
+        scale, power, offset = self.presence_map[...]
+        return mapped_logits(blended.astype(jnp.float32), scale, power, offset)
+
+    def presence_logits(self, deep_logits: jax.Array, linear: jax.Array) -> jax.Array:
+        """Presence logits of the whole model (their softmax is the presence probability):
+        deep [B, C] and x B [B, C] -> [B, C]."""
+        return self.calibrated(self.blend(deep_logits, linear))
 
     # --- encoder, split at the first layer's pre-activation -------------------------------
 
@@ -212,7 +229,7 @@ class Autoencoder(nnx.Module):
         """
         pre = self.preactivation(items, values, mask)
         logits, ratings = self.outputs_from_preactivation(pre, train=train, noise_key=noise_key)
-        return self.blend(logits, self.linear_scores(items, mask)), ratings
+        return self.presence_logits(logits, self.linear_scores(items, mask)), ratings
 
     def forward_dense(
         self, x: jax.Array, *, train: bool = False, noise_key: jax.Array | None = None
@@ -222,7 +239,7 @@ class Autoencoder(nnx.Module):
         if self.config.item_item:
             present = x[:, : self.config.corpus_size].astype(jnp.float32)  # [B, C]
             logits = self.blend(logits, present @ self.item_item[...])
-        return logits, ratings
+        return self.calibrated(logits), ratings
 
     def to_dense(self, items: jax.Array, values: jax.Array, mask: jax.Array) -> jax.Array:
         """Sparse profile [B, L] -> the dense input [B, 2C] it stands for."""

@@ -29,6 +29,11 @@ class ModelConfig(BaseModel):
         description="A full-rank item-item path (C×C, zero diagonal, fitted in closed form) beside the deep "
         "presence logits; presence logits = presence_scale·deep + linear_scale·(x B).",
     )
+    presence_map: bool = Field(
+        False,
+        description="Presence logits pass through F(l) = power·log softplus(l − offset) (both fitted on validation "
+        "users) before the softmax, so that its probabilities are calibrated; increasing, so rankings keep.",
+    )
     rating_neighbours: int = Field(
         0, ge=0,
         description="Neighbours kept per show by the rating path (a bias baseline with an item-neighbourhood "

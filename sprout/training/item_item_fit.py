@@ -26,11 +26,10 @@ from sprout.dataset.gram import gram_matrix
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import ranking_metrics
 from sprout.evaluation.held_out import HeldOutUsers
-from sprout.evaluation.model_scores import model_scores, ranking_quality
+from sprout.evaluation.model_scores import ranking_quality
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
 from sprout.model.item_item import edlae_weights
-from sprout.training.temperature import fit_inverse_temperature
 
 RANKING_METRIC = "ndcg@100"
 
@@ -86,7 +85,9 @@ def choose_entry_threshold(
 
 def with_item_item(deep: Autoencoder, config: ModelConfig, weights: np.ndarray) -> Autoencoder:
     """A model of ``config`` (with the item-item path) carrying ``deep``'s trained weights and B."""
-    model = Autoencoder(config.model_copy(update={"item_item": True, "rating_neighbours": 0}), nnx.Rngs(0))
+    model = Autoencoder(
+        config.model_copy(update={"item_item": True, "rating_neighbours": 0, "presence_map": False}), nnx.Rngs(0)
+    )
     nnx.update(model, nnx.state(deep, nnx.Param))
     model.item_item.value = jnp.asarray(weights, jnp.float32)
     return model
@@ -122,12 +123,3 @@ def choose_blend(
             best, best_key = (presence_scale, linear_scale, metrics), _ranked(metrics)
     set_blend(model, best[0], best[1])
     return Blend(*best, validation_ndcg=ndcgs)
-
-
-def calibrate_blend(model: Autoencoder, users: HeldOutUsers) -> float:
-    """Scale the chosen blend by the inverse temperature β at which the validation users' top-100
-    probabilities predict their held-out hits (`temperature`); every ranking stays. Returns β."""
-    log_presence = model_scores(model, users, ratings=False).log_presence  # [U, C]
-    beta = fit_inverse_temperature(log_presence, users.fold_in, users.held_out)
-    set_blend(model, float(model.presence_scale[...]) * beta, float(model.linear_scale[...]) * beta)
-    return beta

@@ -7,12 +7,13 @@
    stops early after ``early_stopping_patience`` passes without a better NDCG@100 (or when the
    plateau schedule has shrunk the learning rate below ``min_lr_scale``).
 2. With ``model_config.item_item`` the closed-form item-item path is fitted and blended with the
-   deep presence logits, both chosen on the same validation users (`item_item_fit`), and the
-   blend's temperature is set so that the validation users' top-100 probabilities predict their
-   held-out hits (`temperature`): the probabilities mean what they say, no ranking changes.
-3. With ``model_config.rating_neighbours`` the rating path (bias baseline + item neighbourhoods,
+   deep presence logits, both chosen on the same validation users (`item_item_fit`).
+3. With ``model_config.presence_map`` the presence map is fitted on the same users so that the
+   probabilities are the chance of each show being the user's next (`presence_map_fit`): the
+   probabilities mean what they say, no ranking by presence changes.
+4. With ``model_config.rating_neighbours`` the rating path (bias baseline + item neighbourhoods,
    blended with the rating head) is fitted and blended on the same users (`rating_fit`).
-4. With ``config.refit_on_validation`` every closed-form part (``B``, biases, neighbourhoods) is
+5. With ``config.refit_on_validation`` every closed-form part (``B``, biases, neighbourhoods) is
    fitted again on the training and validation users together, keeping every choice made on
    validation: the final model learns from every user but the test users, who score it.
 
@@ -47,12 +48,12 @@ from sprout.training.config import TrainConfig
 from sprout.dataset.gram import gram_matrix
 from sprout.model.item_item import edlae_weights
 from sprout.training.item_item_fit import (
-    calibrate_blend,
     choose_blend,
     choose_entry_threshold,
     fit_item_item,
     with_item_item,
 )
+from sprout.training.presence_map_fit import fit_presence_map
 from sprout.training.rating_fit import fit_rating_path, refit_rating_path
 from sprout.training.parallel import data_mesh, replicated, sharded_batch
 from sprout.training.step import LossSettings, lr_scale, make_optimizer, train_step
@@ -79,6 +80,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     item_item: dict[str, float] = field(default_factory=dict)  # fitted λ, p and blend, when used
     ratings: dict[str, float] = field(default_factory=dict)  # the rating path's blend and validation MAEs
+    presence_map: dict[str, float] = field(default_factory=dict)  # the fitted map and its validation next-show NLL
     refit_users: int = 0  # users the closed-form parts were refitted on (0: training users only)
     training_users: int = 0  # training users learned from (those with at least entry_threshold entries)
     entry_threshold: int = 0
@@ -174,7 +176,7 @@ def train(
     train_split = train_split.subset(np.diff(train_split.indptr) >= entry_threshold)
     if train_split.n_users == 0:
         raise ValueError(f"no training user has {entry_threshold} entries")
-    deep_config = model_config.model_copy(update={"item_item": False, "rating_neighbours": 0})
+    deep_config = model_config.model_copy(update={"item_item": False, "rating_neighbours": 0, "presence_map": False})
     model = Autoencoder(deep_config, nnx.Rngs(config.seed))
     graphdef, params = nnx.split(model)
     tx = make_optimizer(config)
@@ -266,13 +268,17 @@ def train(
         fit = fit_item_item(train_split, users, config.item_item_l2, config.item_item_dropout)
         model = with_item_item(model, model_config, fit.weights)
         blend = choose_blend(model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT)
-        beta = calibrate_blend(model, users)
         item_item = {"l2": fit.l2, "dropout": fit.dropout, "presence_scale": blend.presence_scale,
-                     "linear_scale": blend.linear_scale, "inverse_temperature": beta,
+                     "linear_scale": blend.linear_scale,
                      "deep_alone_ndcg@100": blend.validation_ndcg["a=1,s=0"],
                      "item_item_alone_ndcg@100": max(fit.validation_ndcg.values())}
         tracker.log({f"item_item/{k}": v for k, v in item_item.items()}, step=steps)
         validation = validation_keys(blend.metrics)
+    presence: dict[str, float] = {}
+    if model_config.presence_map:
+        model, presence_fit = fit_presence_map(model, users)
+        presence = presence_fit.describe()
+        tracker.log({f"presence/{k}": v for k, v in presence.items()}, step=steps)
     if model_config.rating_neighbours:
         model, ratings = fit_rating_path(model, model_config, train_split, users, config.rating_shrinkages)
         tracker.log({f"ratings/{k}": v for k, v in ratings.items()}, step=steps)
@@ -291,7 +297,7 @@ def train(
     return TrainResult(
         model=model, steps=steps, stopped_by=stopped_by, best_step=best_step, final=last, validation=validation,
         popularity_ndcg=baseline, examples_per_s=examples / timed if timed else 0.0, resumed_from=start,
-        history=history, item_item=item_item, ratings=ratings, refit_users=refit_users,
+        history=history, item_item=item_item, ratings=ratings, presence_map=presence, refit_users=refit_users,
         training_users=train_split.n_users, entry_threshold=entry_threshold, threshold_ndcg=thresholds,
         validation_by_rating_weight=by_weight,
     )

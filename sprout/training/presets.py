@@ -47,19 +47,21 @@ COMPACT_TRAINING = dict(batch_size=128, learning_rate=1e-3, eval_every=125, plat
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        name="tiny", dataset=DatasetConfig.tiny(), model=ModelConfig.tiny(item_item=True, rating_neighbours=50), train=TrainConfig.tiny()
+        name="tiny", dataset=DatasetConfig.tiny(),
+        model=ModelConfig.tiny(item_item=True, presence_map=True, rating_neighbours=50), train=TrainConfig.tiny(),
     ),
     # A few minutes on two CPU cores: the one-command demo and smoke runs of the whole loop.
     "small": Preset(
         name="small",
         dataset=DatasetConfig(corpus_size=1500, min_counted_entries=10, n_validation_users=100, n_test_users=100),
         model=ModelConfig(corpus_size=1500, encoder_hidden=256, bottleneck=64, decoder_hidden=(128, 256), item_item=True,
-                          rating_neighbours=100),
+                          presence_map=True, rating_neighbours=100),
         train=TrainConfig(batch_size=64, learning_rate=1e-3, max_steps=800, eval_every=200, checkpoint_every=200,
                           plateau_accumulation_size=50),
     ),
     "default": Preset(
-        name="default", dataset=DatasetConfig(), model=ModelConfig(item_item=True, rating_neighbours=200), train=TrainConfig(),
+        name="default", dataset=DatasetConfig(),
+        model=ModelConfig(item_item=True, presence_map=True, rating_neighbours=200), train=TrainConfig(),
         sized_by_users=True,
     ),
 }

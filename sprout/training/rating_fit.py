@@ -36,9 +36,9 @@ def fitted_parts(train: SplitArrays, corpus_size: int, keep: int, shrinkages: tu
     return biases, {s: ranked_neighbours(products, corpus_size, shrinkage=s, keep=keep) for s in shrinkages}
 
 
-def with_rating_path(model: Autoencoder, config: ModelConfig, keep: int) -> Autoencoder:
-    """A copy of ``model`` whose config has the rating path (its arrays still at their defaults)."""
-    copy = Autoencoder(config.model_copy(update={"rating_neighbours": keep}), nnx.Rngs(0))
+def with_rating_path(model: Autoencoder, keep: int) -> Autoencoder:
+    """A copy of ``model`` with the rating path (its arrays still at their defaults)."""
+    copy = Autoencoder(model.config.model_copy(update={"rating_neighbours": keep}), nnx.Rngs(0))
     nnx.update(copy, nnx.state(model))
     return copy
 
@@ -72,7 +72,7 @@ def fit_rating_path(
             best = (error, shrinkage, neighbours, blend, predicted, baseline, correction)
     error, shrinkage, neighbours, blend, predicted, baseline, correction = best
     curve = fit_like_curve(predicted, users.mu[users.rated_users], actual)
-    model = with_rating_path(model, config, keep)
+    model = with_rating_path(model, keep)
     set_rating_parts(model, biases, neighbours)
     model.rating_blend.value = jnp.asarray(blend, jnp.float32)
     model.like_curve.value = jnp.asarray(curve, jnp.float32)
