@@ -215,3 +215,37 @@ def test_explanations_have_their_own_bound(recommenders):
         assert first.result() == second.result() == model.explain(asked)
     assert recorder.shed_lanes == ["explanation", "explanation"]
     assert batcher.explanations == 0 and recorder.explanation_counts[-1] == 0 and max(recorder.explanation_counts) == 2
+
+
+def test_coroutines_are_answered_by_the_batch_thread(recommenders):
+    """Coroutines on one event loop share batches and get their own answers and errors; a caller
+    that gives up (cancelled) costs nobody else theirs."""
+    import asyncio
+
+    model, _ = recommenders
+    held = HeldFirstBatch(model)
+    batcher = RequestBatcher(held, max_batch=16)
+    requests = [request(k) for k in range(1, 14)]  # two of them explained: answered in worker threads
+
+    async def ask_all():
+        leader = asyncio.create_task(batcher.submit_async(requests[0]))
+        while not held.first_batch_started.is_set():
+            await asyncio.sleep(0.001)
+        followers = [asyncio.create_task(batcher.submit_async(r)) for r in requests[1:]]
+        bad = asyncio.create_task(batcher.submit_async(RecommendRequest(profile=[ProfileEntry(anime_id=5)])))
+        abandoned = asyncio.create_task(batcher.submit_async(requests[2]))
+        await asyncio.sleep(0.05)
+        abandoned.cancel()
+        held.first_batch_may_run.set()
+        answers = await asyncio.gather(leader, *followers)
+        with pytest.raises(InvalidProfile, match="no usable entries"):
+            await bad
+        return answers
+
+    answers = asyncio.run(ask_all())
+    assert same_answers(answers, [model.recommend(r) for r in requests])
+    assert batcher.batches <= 4  # the lone leader, then the plain ones that queued behind it, and two explained rows
+    assert batcher.submit(request(4)) == model.recommend(request(4))  # still serving afterwards
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(request(4))

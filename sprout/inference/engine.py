@@ -196,11 +196,20 @@ class Recommender:
         """One request's own part of the forward pass: the profile rules and the first layer.
 
         Raises `InferenceError` for a profile that cannot be served."""
+        return self.encode_prepared([self.prepare(request)])[0]
+
+    def prepare(self, request: ProfileSource) -> PreparedProfile:
+        """The request's profile under the training rules; raises `InferenceError` for one that
+        cannot be served."""
         if request.profile is None:  # a username is resolved to its list before the engine sees it
             raise InvalidProfile("the request names a username; fetch its list first")
-        profile = prepare_profile(request.profile, self.corpus)
-        pre, linear = self.network.encode(profile.items, profile.values)  # [H], [C]
-        return EncodedProfile(profile, pre, linear)
+        return prepare_profile(request.profile, self.corpus)
+
+    def encode_prepared(self, profiles: list[PreparedProfile]) -> list[EncodedProfile]:
+        """The first layer of many prepared profiles at once (one sparse product each for the
+        first layer and ``x B``)."""
+        pre, linear = self.network.encode_many([(p.items, p.values) for p in profiles])  # [B, H], [B, C]
+        return [EncodedProfile(profile, pre[k], linear[k]) for k, profile in enumerate(profiles)]
 
     def outputs(self, encoded: list[EncodedProfile]) -> tuple[np.ndarray, np.ndarray]:
         """The shared rest of the forward pass for many profiles at once -> log presence [B, C]
@@ -227,8 +236,8 @@ class Recommender:
             explained = self._explained(request, profile, encoded, log_presence, ranked, pace)
             recommendations = explained.recommendations
         else:
-            recommendations = [self._recommendation(ranked, k) for k in range(len(ranked.shows))]
-        return RecommendResponse(model=self.model_ref, recommendations=recommendations, ignored=profile.ignored)
+            recommendations = self._recommendations(ranked, len(ranked.shows))
+        return RecommendResponse.model_construct(model=self.model_ref, recommendations=recommendations, ignored=profile.ignored)
 
     def explain(self, request: ExplainRequest, pace: Callable[[], None] | None = None) -> ExplainResponse:
         """Recommendations with contributors, the most impactful and the most surprising entries.
@@ -264,13 +273,10 @@ class Recommender:
             ratings = self._ratings(profile, self.network.ratings_at(features, outside), outside)
             found.update({int(s): (float(np.exp(lp)), float(r)) for s, lp, r in zip(outside, log_p, ratings)})
         if held:
-            keep = np.ones(profile.length, bool)
-            rows = []
-            for j in held:  # the profile without entry j (same mu, sigma): exactly the rank-1 hold-out
-                keep[j] = False
-                rows.append(EncodedProfile(profile, *self.network.encode(profile.items[keep], profile.values[keep])))
-                keep[j] = True
-            held_presence, held_features = self.outputs(rows)  # [R, C], [R, D]
+            keep = np.ones((len(held), profile.length), bool)
+            keep[np.arange(len(held)), held] = False  # row r: the profile without entry held[r] (same mu, sigma)
+            pre, linear = self.network.encode_many([(profile.items[k], profile.values[k]) for k in keep])
+            held_presence, held_features = self.network.presence(pre, linear)  # [R, C], [R, D]
             own = np.array([self.network.ratings_at(f, profile.items[j : j + 1])[0]
                             for j, f in zip(held, held_features)])  # [R]
             ratings = self._own_held_out_ratings(profile, own, np.asarray(held))
@@ -352,12 +358,10 @@ class Recommender:
         drops = np.exp(ranked.log_scores)[None, :] * shares  # [n, K] in score units
         shown = min(request.top_k, len(shows))
         contributors = explanations.top_contributors(shares[:, :shown])
-        recommendations = [
-            self._recommendation(
-                ranked, k, [self._contributor(profile, j, share, drops[j, k]) for j, share in contributors[k]]
-            )
-            for k in range(shown)
-        ]
+        recommendations = self._recommendations(
+            ranked, shown,
+            [[self._contributor(profile, j, share, drops[j, k]) for j, share in contributors[k]] for k in range(shown)],
+        )
         impacts = explanations.entry_impacts(ranked.log_scores, held)  # [n]
         actual = profile.scores.astype(np.float64)  # [n]
         predicted = np.full(len(actual), np.nan)
@@ -382,15 +386,22 @@ class Recommender:
             ignored=profile.ignored,
         )
 
-    def _recommendation(self, ranked: _Ranked, k: int, contributors: list[Contributor] | None = None) -> Recommendation:
-        show = int(ranked.shows[k])
-        return Recommendation(
-            **self._show(show),
-            score=float(np.exp(ranked.log_scores[k])),
-            probability=float(np.exp(ranked.log_probability[k])),
-            predicted_rating=float(ranked.predicted_ratings[k]),
-            contributors=contributors,
-        )
+    def _recommendations(
+        self, ranked: _Ranked, count: int, contributors: list[list[Contributor]] | None = None
+    ) -> list[Recommendation]:
+        """The first ``count`` ranked shows as answers. Built without validation: every field comes
+        from the model and the corpus (validating 50 answers cost as much as ranking them)."""
+        shows = ranked.shows[:count].tolist()
+        scores = np.exp(ranked.log_scores[:count]).tolist()
+        probabilities = np.exp(ranked.log_probability[:count]).tolist()
+        ratings = ranked.predicted_ratings[:count].astype(np.float64).tolist()
+        return [
+            Recommendation.model_construct(
+                **self._show(show), score=scores[k], probability=probabilities[k], predicted_rating=ratings[k],
+                contributors=None if contributors is None else contributors[k],
+            )
+            for k, show in enumerate(shows)
+        ]
 
     def _show(self, show: int) -> dict[str, Any]:
         """What an answer says about corpus show ``show`` besides its figures (fields of `Show`);

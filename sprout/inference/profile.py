@@ -10,15 +10,19 @@ as watched for the sequel rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
 from sprout.dataset.corpus import Corpus
-from sprout.dataset.features import IGNORED_REASONS, profile_features
+from sprout.dataset.features import IGNORED_REASONS, LIST_STATUSES, profile_features
 
 from .errors import InvalidProfile, ProfileTooLarge
 from .requests import MAX_PROFILE_ENTRIES, Ignored, ProfileEntry
 from .sequels import WATCHED_STATUSES
+
+STATUS_CODES = {name: code for code, name in enumerate(LIST_STATUSES)}  # the codes `profile_features` reads
+WATCHED_CODES = np.array([name in WATCHED_STATUSES for name in LIST_STATUSES])  # [statuses] bool
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,11 @@ def prepare_profile(entries: list[ProfileEntry], corpus: Corpus) -> PreparedProf
         raise ProfileTooLarge(f"the profile has {len(entries)} entries; at most {MAX_PROFILE_ENTRIES} are accepted")
     if not entries:
         raise InvalidProfile("the profile is empty: send at least one list entry")
-    anime_ids = np.fromiter((e.anime_id for e in entries), np.int64, len(entries))  # [n]
-    statuses = np.array([e.status for e in entries], dtype=object)  # [n]
-    scores = np.fromiter((e.score for e in entries), np.int8, len(entries))  # [n]
-    batch = profile_features(np.array([0, len(entries)]), anime_ids, statuses, scores, corpus)
+    n = len(entries)
+    anime_ids = np.fromiter(map(attrgetter("anime_id"), entries), np.int64, n)  # [n]
+    statuses = np.fromiter(map(STATUS_CODES.__getitem__, map(attrgetter("status"), entries)), np.int8, n)  # [n]
+    scores = np.fromiter(map(attrgetter("score"), entries), np.int8, n)  # [n]
+    batch = profile_features(np.array([0, n]), anime_ids, statuses, scores, corpus)
     ignored = [
         Ignored(anime_id=int(anime_ids[position]), reason=IGNORED_REASONS[int(code)])
         for position, code in zip(batch.ignored_positions, batch.ignored_reasons, strict=True)
@@ -57,17 +62,17 @@ def prepare_profile(entries: list[ProfileEntry], corpus: Corpus) -> PreparedProf
         counts = ", ".join(f"{n} {reason}" for reason, n in batch.ignored_counts().items() if n)
         raise InvalidProfile(f"the profile has no usable entries ({counts}): none is a rated or watched corpus show")
     positions = corpus.positions(anime_ids)  # [n] int32, -1 outside the corpus
-    last_status = dict(zip(positions.tolist(), statuses.tolist(), strict=True))  # the last listing wins
+    in_corpus = np.flatnonzero(positions >= 0)
+    shows, last = np.unique(positions[in_corpus][::-1], return_index=True)  # each show's last listing wins
     watched = np.zeros(len(corpus), bool)
-    watched_positions = [p for p, status in last_status.items() if p >= 0 and status in WATCHED_STATUSES]
-    watched[np.array(watched_positions, np.int64)] = True
+    watched[shows] = WATCHED_CODES[statuses[in_corpus][::-1][last]]
     return PreparedProfile(
         items=batch.items,
         values=batch.values,
         scores=batch.scores,
         mu=float(batch.mu[0]),
         sigma=float(batch.sigma[0]),
-        listed=np.unique(positions[positions >= 0]),
+        listed=shows.astype(np.int32),
         watched=watched,
         ignored=ignored,
     )
