@@ -25,7 +25,8 @@ def draw_reliability(results: Path, output: Path) -> Path:
     figure, axes = plt.subplots(figsize=(5.5, 5))
     axes.plot([1e-5, 1], [1e-5, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     for label, points in series:
-        points = [p for p in points if p["count"] >= 20]  # bins with too few candidates are noise
+        # a bin expected to hold fewer than 5 next shows measures noise (0 of 0.2 expected, say)
+        points = [p for p in points if p["count"] * p["predicted"] >= 5]
         axes.plot([p["predicted"] for p in points], [max(p["observed"], 1e-5) for p in points], marker="o", label=label)
     axes.set(xscale="log", yscale="log", xlim=(1e-5, 1), ylim=(1e-5, 1),
              xlabel="probability shown (top 100, test users)",

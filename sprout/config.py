@@ -131,7 +131,10 @@ class ServeSettings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1, ge=1,
         description="Worker processes, each with its own engine and its own Python lock; default one per core.",
     )
-    threads: int = Field(16, ge=1, description="Request threads per worker; concurrent /recommend calls share forward passes.")
+    threads: int = Field(
+        16, ge=1, description="Request threads per worker for /explain and /predict (plain /recommend is answered "
+        "from the event loop, its forward passes shared on the worker's batch thread).",
+    )
     max_queue: int = Field(
         32, ge=1, description="Most POST requests a worker holds at once (answering or waiting); past it a request is "
         "answered 503 with Retry-After at once, before its body is read.",

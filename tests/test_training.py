@@ -201,3 +201,24 @@ def test_no_refit_keeps_the_training_users_fit(home, tmp_path):
     result = train(snapshot, TINY.model, config, tmp_path / "ckpt")
     assert result.refit_users == 0 and result.entry_threshold == 1
     assert result.training_users == snapshot.split("train").n_users
+
+
+def test_the_presence_map_is_fitted_on_validation_users_and_keeps_the_ranking(home, tmp_path):
+    """The recipe's presence map: the same ranking as the blend it maps, and a better next-show
+    likelihood on the validation users it was fitted on than the blend's own softmax."""
+    from sprout.evaluation.calibration import presence_calibration
+    from sprout.evaluation.evaluator import ranking_metrics
+    from sprout.evaluation.held_out import held_out_users
+    from sprout.evaluation.model_scores import blended_logits, model_scores
+
+    snapshot = load_snapshot(next(p for p in (home / "snapshots").iterdir() if p.is_dir()))
+    config = TINY.train.model_copy(update={"max_steps": 100, "refit_on_validation": False})
+    result = train(snapshot, TINY.model, config, tmp_path)
+    assert result.model.config.presence_map and result.presence_map["presence_power"] > 0
+    users = held_out_users(snapshot, "validation")
+    mapped = model_scores(result.model, users, ratings=False).log_presence  # [U, C]
+    blended = blended_logits(result.model, users)  # [U, C] before the map
+    assert ranking_metrics(mapped, users) == pytest.approx(ranking_metrics(blended, users), abs=1e-6)
+    fitted = presence_calibration(mapped, users.fold_in, users.held_out)
+    assert fitted["next_show_nll"] == pytest.approx(result.presence_map["validation_next_show_nll"], abs=1e-3)
+    assert fitted["next_show_nll"] < presence_calibration(blended, users.fold_in, users.held_out)["next_show_nll"]

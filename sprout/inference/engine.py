@@ -237,7 +237,9 @@ class Recommender:
             recommendations = explained.recommendations
         else:
             recommendations = self._recommendations(ranked, len(ranked.shows))
-        return RecommendResponse.model_construct(model=self.model_ref, recommendations=recommendations, ignored=profile.ignored)
+        return RecommendResponse.model_validate(
+            {"model": self.model_ref, "recommendations": recommendations, "ignored": profile.ignored}
+        )
 
     def explain(self, request: ExplainRequest, pace: Callable[[], None] | None = None) -> ExplainResponse:
         """Recommendations with contributors, the most impactful and the most surprising entries.
@@ -388,18 +390,17 @@ class Recommender:
 
     def _recommendations(
         self, ranked: _Ranked, count: int, contributors: list[list[Contributor]] | None = None
-    ) -> list[Recommendation]:
-        """The first ``count`` ranked shows as answers. Built without validation: every field comes
-        from the model and the corpus (validating 50 answers cost as much as ranking them)."""
+    ) -> list[dict[str, Any]]:
+        """The first ``count`` ranked shows as `Recommendation` fields. Plain dicts, validated once
+        with the whole answer: pydantic's core checks nested dicts several times faster than
+        Python builds models one by one (50 answers: 40 µs against 155 µs, or 260 µs unvalidated)."""
         shows = ranked.shows[:count].tolist()
         scores = np.exp(ranked.log_scores[:count]).tolist()
         probabilities = np.exp(ranked.log_probability[:count]).tolist()
         ratings = ranked.predicted_ratings[:count].astype(np.float64).tolist()
         return [
-            Recommendation.model_construct(
-                **self._show(show), score=scores[k], probability=probabilities[k], predicted_rating=ratings[k],
-                contributors=None if contributors is None else contributors[k],
-            )
+            {**self._show(show), "score": scores[k], "probability": probabilities[k], "predicted_rating": ratings[k],
+             "contributors": None if contributors is None else contributors[k]}
             for k, show in enumerate(shows)
         ]
 
