@@ -299,7 +299,8 @@ def training_table(result: dict) -> str:
 def serving_load_table(result: dict) -> str:
     settings, goals = result["settings"], result["goals"]
     lines = ["| `/recommend` (`benchmarks/serving_load.py`) | clients | answers/s | p50 / p99 | errors | shed (503) "
-             "| mean batch | `/livez` p99 meanwhile |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| mean batch | `/livez` p99 meanwhile | connections by worker |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     floors = result["baselines"]["floor"]
     for size, figures in result["figures"].items():
         one = result["baselines"]["one_client"][size]
@@ -307,7 +308,7 @@ def serving_load_table(result: dict) -> str:
         for label, level in ((f"{name}, baseline: 1 client", one), *((name, f) for f in figures["levels"])):
             lines.append(f"| {label} | {level['clients']} | {level['answers_per_s']:,.1f} | {level['p50_ms']:.1f} / "
                          f"{level['p99_ms']:.1f} ms | {level['errors']:,} | {level['shed']:,} | {level['mean_batch']} "
-                         f"| {_livez(level)} |")
+                         f"| {_livez(level)} | {_split(level)} |")
     lines += ["", "| at 16 clients | answers/s | vs 1 client (goal ≥ "
               f"{goals['ratio_16_to_1']:g}×) | p99 (goal ≤ {goals['p99_ms_at_16']:g} ms) | floor: forward pass of a "
               "full batch | floor: HTTP framework, same body |", "| --- | --- | --- | --- | --- | --- |"]
@@ -328,6 +329,11 @@ def serving_load_table(result: dict) -> str:
               f"top_k {settings['top_k']}, {settings['seconds']:g} s per level from `{settings['load_generator']}` in "
               "its own process; latencies of the answered (200) requests; " + load_note(result)]
     return "\n".join(lines)
+
+
+def _split(level: dict) -> str:
+    split = level.get("connections_by_worker")
+    return " / ".join(map(str, split)) if split else "—"
 
 
 def _livez(level: dict) -> str:

@@ -102,13 +102,35 @@ class HealthProbe(threading.Thread):
                 "livez_max_ms": round(float(latencies.max()), 2) if len(latencies) else None}
 
 
-def level(url: str, body: Path, clients: int, seconds: float) -> dict:
-    """One load level against a running server, with the service's metrics over it and how fast
-    /livez answered meanwhile."""
+def connection_split(server_pid: int, port: int) -> list[int]:
+    """Clients' connections held by each worker process of the server, most first: every worker
+    accepts from one shared socket, and how the kernel spread the clients bounds what each level
+    can reach (a worker holding 15 of 16 clients works alone)."""
+    import psutil
+
+    counts = []
+    for process in psutil.Process(server_pid).children(recursive=True):
+        try:
+            held = [c for c in process.net_connections(kind="tcp") if c.status == "ESTABLISHED" and c.laddr.port == port]
+        except psutil.Error:
+            continue
+        if held:
+            counts.append(len(held))
+    return sorted(counts, reverse=True)
+
+
+def level(url: str, body: Path, clients: int, seconds: float, server_pid: int | None = None) -> dict:
+    """One load level against a running server, with the service's metrics over it, how fast
+    /livez answered meanwhile and how the clients' connections were spread over the workers."""
     before = scrape(url)
     probe = HealthProbe(url)
     started = time.monotonic()
     probe.start()
+    split: list[int] = []
+    if server_pid is not None:  # halfway through, every client is connected
+        port = int(url.rsplit(":", 1)[1])
+        sampler = threading.Timer(seconds / 2, lambda: split.extend(connection_split(server_pid, port)))
+        sampler.start()
     answers = hey(f"{url}/recommend", body, clients, seconds)
     health = probe.figures()
     elapsed = time.monotonic() - started
@@ -133,11 +155,13 @@ def level(url: str, body: Path, clients: int, seconds: float) -> dict:
                                     * 1e3, 2) if delta["sprout_queue_wait_seconds_count"] else None,
         "mean_forward_ms": round(delta["sprout_forward_seconds_sum"] / batches * 1e3, 2) if batches else None,
         "shed_by_service": int(delta["sprout_requests_shed_total"]),
+        "connections_by_worker": split,
         **health,
     }
     print(f"  {clients:>3} clients: {figures['answers_per_s']:>7.1f} answers/s, p50 {figures['p50_ms']} ms, "
           f"p99 {figures['p99_ms']} ms, errors {figures['errors']}, shed {figures['shed']}, "
-          f"mean batch {figures['mean_batch']}, /livez p99 {figures['livez_p99_ms']} ms", flush=True)
+          f"mean batch {figures['mean_batch']}, /livez p99 {figures['livez_p99_ms']} ms, connections by worker "
+          f"{split}", flush=True)
     return figures
 
 
@@ -219,7 +243,7 @@ def main(
         print(f"{size} size ({parameters:,} parameters), {workers} workers:", flush=True)
         with LocalServer(store_dir, home / f"serve-{size}.log", workers=workers, ready_timeout_s=1200) as server:
             level(server.url, body, 4, 3)  # warm: every worker has answered
-            levels = [level(server.url, body, clients, seconds) for clients in CLIENTS]
+            levels = [level(server.url, body, clients, seconds, server.process.pid) for clients in CLIENTS]
         one = levels[0]
         at_goal = next(figures for figures in levels if figures["clients"] == GOAL_CLIENTS)
         sizes[size] = {"parameters": parameters, "levels": levels,
