@@ -1,5 +1,6 @@
 """The HTTP framework's own cost for `/recommend`'s body: a BentoML service with the same request
-and response schemas, workers, threads and logging as `bentos/service.py`, whose answer is a
+and response schemas, workers, logging and tracing as `bentos/service.py`, answering from its
+event loop as the service does, whose answer is a
 prebuilt response of ``top_k`` recommendations — no model, no ranking. `serving_load.py` loads it
 as the same-run floor under what the real service could reach.
 
@@ -30,6 +31,7 @@ ANSWER = RecommendResponse(
 @bentoml.service(
     name="floor", workers=settings.workers, threads=settings.threads, traffic={"timeout": 120},
     logging={"access": {"enabled": settings.access_log}},
+    tracing={} if settings.tracing else {"excluded_urls": ".*"},
 )
 class Floor:
     def __init__(self) -> None:
@@ -37,6 +39,6 @@ class Floor:
         gc.freeze()  # as the service does after loading its model
 
     @bentoml.api
-    def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
         """The request parsed and validated like the real one; the first ``top_k`` of a fixed list back."""
         return ANSWER.model_copy(update={"recommendations": ANSWER.recommendations[: request.top_k]})

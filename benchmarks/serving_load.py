@@ -82,7 +82,8 @@ class HealthProbe(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        with httpx.Client(timeout=10) as client:
+        # a connection per probe, as an orchestrator's health check opens: none is held across the level
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             while not self.stopped.wait(self.every_s):
                 began = time.perf_counter()
                 try:
