@@ -243,11 +243,11 @@ class NaiveEngine:
         from sprout.dataset.features import denormalise
         from sprout.inference import explanations
 
-        drops = explanations.score_drops(np.exp(scores[shows]), np.exp(held))
-        impacts = explanations.entry_impacts(drops)
+        shares = explanations.score_shares(scores[shows], held)  # [n, K] from log scores
+        impacts = explanations.entry_impacts(scores[shows], held)
         predicted = denormalise(own, profile.mu, profile.sigma)
         return {
-            "contributors": explanations.top_contributors(drops[:, : request.top_k]),
+            "contributors": explanations.top_contributors(shares[:, : request.top_k]),
             "impactful": explanations.most_impactful(impacts).tolist(),
             "surprising": explanations.most_surprising(profile.scores.astype(float), predicted, profile.scores > 0).tolist(),
         }
