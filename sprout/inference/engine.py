@@ -49,7 +49,6 @@ from .requests import (
     Prediction,
     ProfileSource,
     RankingOptions,
-    Recommendation,
     RecommendRequest,
     RecommendResponse,
     Surprise,
