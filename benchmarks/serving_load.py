@@ -105,8 +105,8 @@ class HealthProbe(threading.Thread):
 
 def connection_split(server_pid: int, port: int) -> list[int]:
     """Clients' connections held by each worker process of the server, most first: every worker
-    accepts from one shared socket, and how the kernel spread the clients bounds what each level
-    can reach (a worker holding 15 of 16 clients works alone)."""
+    accepts from one shared socket, and how the clients are spread bounds what each level can
+    reach (a worker holding 15 of 16 clients works alone; `bentos/fair_accept.py` evens it)."""
     import psutil
 
     counts = []

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import FileResponse, JSONResponse
 
+from bentos.cores import pin_to_core, should_pin
+from bentos.fair_accept import use_fair_accept
 from bentos.hot_swap import ChampionFollower
 from bentos.http_limits import AdmissionGate, RequestGuard, RequestTooLarge, quiet_client_errors
 from bentos.registry import ModelRecord, ModelRegistry
@@ -51,6 +54,12 @@ SWITCH_INTERVAL_S = 0.0005
 YOUNG_OBJECTS_PER_COLLECTION = 10_000
 
 settings = ServeSettings()
+worker_index = bentoml.server_context.worker_index  # 1-based in a BentoML worker, None elsewhere
+if worker_index is not None:  # before XLA starts and before uvicorn makes its event loop
+    if settings.pin_workers and should_pin(settings.workers, settings.devices):
+        pin_to_core(worker_index - 1)
+    if settings.workers > 1:
+        use_fair_accept(settings.workers, worker_index - 1, server_pid=os.getppid())
 # The event loop and the batch thread share one Python lock. A thread that wants it back after a
 # numpy or XLA call waits until the holder's switch interval runs out: at Python's 5 ms, batches
 # sat idle behind request parsing (234 answers/s at 16 clients against 419 at 0.5 ms).

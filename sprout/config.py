@@ -144,6 +144,11 @@ class ServeSettings(BaseSettings):
         "being computed, per worker; past it 503 with Retry-After.",
     )
     devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
+    pin_workers: bool = Field(
+        True, description="Run each worker on a core of its own when there is one per worker and explanations use "
+        "one device: XLA then runs each pass on the calling thread, and workers stop competing for each other's "
+        "cores (see README's serving-load table).",
+    )
     access_log: bool = Field(
         False, description="Log every request (BentoML's access log); off by default: writing it took a sixth of the "
         "event loop's time under load.",
@@ -180,6 +185,7 @@ class ServeSettings(BaseSettings):
             "SPROUT_SERVE_MAX_QUEUE": self.max_queue,
             "SPROUT_SERVE_MAX_WAITING_EXPLANATIONS": self.max_waiting_explanations,
             "SPROUT_SERVE_DEVICES": self.devices,
+            "SPROUT_SERVE_PIN_WORKERS": self.pin_workers,
             "SPROUT_SERVE_ACCESS_LOG": self.access_log,
             "SPROUT_SERVE_TRACING": self.tracing,
             "SPROUT_SERVE_POLL_S": self.poll_s,

@@ -1,0 +1,141 @@
+"""An event loop that spreads new connections evenly over a server's workers.
+
+BentoML's workers all listen on one inherited socket, and uvloop (like asyncio's own loop)
+accepts every connection waiting when that socket becomes readable: the worker that wakes first
+takes a whole burst of keep-alive clients (16 clients split 16/0 or 15/1 over two workers) and
+the other worker's core idles for as long as those connections live. Here each worker publishes
+how many connections it holds (`ConnectionShares`, a small file every worker of the server
+maps); a worker holding more than another leaves the waiting connection to it for a moment, and
+takes it after `MAX_DEFER_S` all the same (a worker that stopped answering never strands one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import tempfile
+import time
+from pathlib import Path
+
+RETRY_S = 0.001
+MAX_DEFER_S = 0.02
+SLOT_BYTES = 8
+
+
+class ConnectionShares:
+    """Open connections per worker of one server: worker ``index`` (0-based) writes only its own slot."""
+
+    def __init__(self, path: Path, workers: int, index: int) -> None:
+        if not 0 <= index < workers:
+            raise ValueError(f"worker index {index} is not in 0..{workers - 1}")
+        size = SLOT_BYTES * workers
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(descriptor).st_size < size:
+                os.ftruncate(descriptor, size)
+            self._map = mmap.mmap(descriptor, size)
+        finally:
+            os.close(descriptor)
+        self._counts = memoryview(self._map).cast("q")  # [workers]
+        self.index = index
+        self._counts[index] = 0  # a restarted worker starts with none
+
+    def opened(self) -> None:
+        self._counts[self.index] += 1
+
+    def closed(self) -> None:
+        self._counts[self.index] -= 1
+
+    def mine(self) -> int:
+        return self._counts[self.index]
+
+    def ahead(self) -> bool:
+        """Whether another worker holds fewer connections than this one."""
+        mine = self._counts[self.index]
+        return any(count < mine for k, count in enumerate(self._counts) if k != self.index)
+
+
+def shares_path(server_pid: int) -> Path:
+    """The shares file of the server whose arbiter is ``server_pid``; files of servers gone are removed."""
+    folder = Path(tempfile.gettempdir()) / "sprout-connection-shares"
+    folder.mkdir(exist_ok=True)
+    for stale in folder.glob("*"):
+        try:
+            os.kill(int(stale.name), 0)
+        except (ValueError, ProcessLookupError):
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+    return folder / str(server_pid)
+
+
+class FairAcceptLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop, accepting one connection per readiness event, and none for a
+    moment while another worker holds fewer."""
+
+    shares: ConnectionShares | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferring_since: float | None = None
+
+    def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs):
+        shares = self.shares
+        if shares is not None and shares.ahead():
+            now = time.monotonic()
+            self._deferring_since = self._deferring_since or now
+            if now - self._deferring_since < MAX_DEFER_S:
+                listening = sock.fileno()
+                self._remove_reader(listening)
+                self.call_later(RETRY_S, self._listen_again, listening, protocol_factory, sock, sslcontext, server,
+                                backlog, *args)
+                return None
+        self._deferring_since = None
+        factory = protocol_factory if shares is None else counted(protocol_factory, shares)
+        # ``backlog`` bounds only the accept loop here (the socket's listen backlog is set already)
+        return super()._accept_connection(factory, sock, sslcontext, server, 1, *args, **kwargs)
+
+    def _listen_again(self, listening, protocol_factory, sock, sslcontext, server, backlog, *args) -> None:
+        if sock.fileno() == listening and (server is None or server.is_serving()):
+            self._add_reader(listening, self._accept_connection, protocol_factory, sock, sslcontext, server,
+                             backlog, *args)
+
+
+def counted(protocol_factory, shares: ConnectionShares):
+    """``protocol_factory`` whose connections are counted in ``shares`` while they are open."""
+
+    def factory():
+        protocol = protocol_factory()
+        lost = protocol.connection_lost
+        opened = False
+
+        def connection_made(transport, made=protocol.connection_made):
+            nonlocal opened
+            opened = True
+            shares.opened()
+            made(transport)
+
+        def connection_lost(error):
+            if opened:
+                shares.closed()
+            lost(error)
+
+        protocol.connection_made, protocol.connection_lost = connection_made, connection_lost
+        return protocol
+
+    return factory
+
+
+def fair_accept_loop_factory(use_subprocess: bool = False):
+    """uvicorn's loop-factory signature."""
+    return FairAcceptLoop
+
+
+def use_fair_accept(workers: int, index: int, server_pid: int) -> None:
+    """Make uvicorn's default ("auto") loop this one, for worker ``index`` (0-based) of ``workers``
+    of the server whose arbiter is ``server_pid``; call before the worker starts its server."""
+    from uvicorn import config
+
+    FairAcceptLoop.shares = ConnectionShares(shares_path(server_pid), workers, index)
+    config.LOOP_FACTORIES["auto"] = f"{__name__}:fair_accept_loop_factory"
