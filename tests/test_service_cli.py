@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
+from bentos.cores import usable_cores
 from bentos.local_server import LocalServer
 from service_helpers import SERVER_ENV, build_model_store, profile_of
 
@@ -71,6 +73,24 @@ def test_two_workers_serve_a_challenger_and_stop_cleanly_on_sigterm(challenger_s
                 assert answer.status_code == 200 and answer.json()["model"]["version"] == store.versions[0]
             info = client.get("/model").json()
             assert info["stage"] == "challenger"
+        # Eight keep-alive clients connecting one after another: the workers share them ...
+        workers = [p for p in psutil.Process(server.process.pid).children(recursive=True)
+                   if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(8)]
+        try:
+            for n, client in enumerate(clients):
+                assert client.post("/recommend", json={"profile": profile_of(store.corpus, 5 + n), "top_k": 3}).status_code == 200
+            held = [sum(c.status == "ESTABLISHED" and c.laddr.port == server.port for c in w.net_connections("tcp"))
+                    for w in workers]
+            assert sum(held) == 8 and min(held) >= 3, held  # not all to whichever worker woke first
+        finally:
+            for client in clients:
+                client.close()
+        # ... and, with a core for each, each runs on its own.
+        if len(usable_cores()) >= 2:
+            cores = [set(w.cpu_affinity()) for w in workers]
+            assert all(len(c) == 1 for c in cores) and cores[0] != cores[1], cores
         assert server.stop() == 0  # SIGTERM: BentoML's own shutdown, exit code 0 ...
         assert not server.session_alive()  # ... and no worker process left behind
 
