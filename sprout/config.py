@@ -145,9 +145,9 @@ class ServeSettings(BaseSettings):
     )
     devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
     pin_workers: bool = Field(
-        True, description="Run each worker on a core of its own when there is one per worker and explanations use "
-        "one device: XLA then runs each pass on the calling thread, and workers stop competing for each other's "
-        "cores (see README's serving-load table).",
+        False, description="Run each worker on a core of its own when there is one per worker and explanations use "
+        "one device: XLA then runs each pass on the calling thread (faster single requests at the default size) but "
+        "an explanation gets one core, and a pinned worker cannot move away from other work on its core.",
     )
     access_log: bool = Field(
         False, description="Log every request (BentoML's access log); off by default: writing it took a sixth of the "

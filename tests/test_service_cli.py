@@ -61,7 +61,8 @@ def test_serve_an_unknown_version_fails_clearly(challenger_store):
 
 def test_two_workers_serve_a_challenger_and_stop_cleanly_on_sigterm(challenger_store, tmp_path):
     store = challenger_store  # a named version needs no champion
-    server = LocalServer(store.store_dir, tmp_path / "serve.log", version=store.versions[0], workers=2, extra_env=SERVER_ENV)
+    server = LocalServer(store.store_dir, tmp_path / "serve.log", version=store.versions[0], workers=2,
+                         extra_env={**SERVER_ENV, "SPROUT_SERVE_PIN_WORKERS": "true"})
     with server:
         deadline = time.monotonic() + 180  # /readyz answers once the first worker is up
         while server.log().count("Service sprout initialized") < 2:
@@ -87,7 +88,7 @@ def test_two_workers_serve_a_challenger_and_stop_cleanly_on_sigterm(challenger_s
         finally:
             for client in clients:
                 client.close()
-        # ... and, with a core for each, each runs on its own.
+        # ... and, asked to and with a core for each, each runs on its own.
         if len(usable_cores()) >= 2:
             cores = [set(w.cpu_affinity()) for w in workers]
             assert all(len(c) == 1 for c in cores) and cores[0] != cores[1], cores
