@@ -172,4 +172,3 @@ def quiet_client_errors() -> None:
     logger = logging.getLogger(BENTOML_HTTP_LOGGER)
     if not any(isinstance(existing, ClientErrorFilter) for existing in logger.filters):
         logger.addFilter(ClientErrorFilter())
-
