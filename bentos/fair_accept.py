@@ -24,7 +24,9 @@ SLOT_BYTES = 8
 
 
 class ConnectionShares:
-    """Open connections per worker of one server: worker ``index`` (0-based) writes only its own slot."""
+    """Open connections per worker of one server: worker ``index`` (0-based) writes only its own
+    slot, which holds 0 while the worker is not serving (starting, stopped) and its connections
+    + 1 while it is, so nobody waits for a worker that is still loading its model."""
 
     def __init__(self, path: Path, workers: int, index: int) -> None:
         if not 0 <= index < workers:
@@ -37,29 +39,37 @@ class ConnectionShares:
             self._map = mmap.mmap(descriptor, size)
         finally:
             os.close(descriptor)
-        self._counts = memoryview(self._map).cast("q")  # [workers]
+        self._slots = memoryview(self._map).cast("q")  # [workers]
         self.index = index
-        self._counts[index] = 0  # a restarted worker starts with none
+        self._slots[index] = 0  # a restarted worker is not serving yet
+
+    def serving(self) -> None:
+        if self._slots[self.index] == 0:
+            self._slots[self.index] = 1
+
+    def stopped(self) -> None:
+        self._slots[self.index] = 0
 
     def opened(self) -> None:
-        self._counts[self.index] += 1
+        self._slots[self.index] += 1
 
     def closed(self) -> None:
-        self._counts[self.index] -= 1
+        if self._slots[self.index] > 1:  # connections outliving the server's stop are not counted
+            self._slots[self.index] -= 1
 
     def mine(self) -> int:
-        return self._counts[self.index]
+        return max(self._slots[self.index] - 1, 0)
 
     def ahead(self) -> bool:
-        """Whether another worker holds fewer connections than this one."""
-        mine = self._counts[self.index]
-        return any(count < mine for k, count in enumerate(self._counts) if k != self.index)
+        """Whether another serving worker holds fewer connections than this one."""
+        mine = self._slots[self.index]
+        return any(0 < slot < mine for k, slot in enumerate(self._slots) if k != self.index)
 
 
 def shares_path(server_pid: int) -> Path:
     """The shares file of the server whose arbiter is ``server_pid``; files of servers gone are removed."""
-    folder = Path(tempfile.gettempdir()) / "sprout-connection-shares"
-    folder.mkdir(exist_ok=True)
+    folder = Path(tempfile.gettempdir()) / f"sprout-connection-shares-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
     for stale in folder.glob("*"):
         try:
             os.kill(int(stale.name), 0)
@@ -79,6 +89,16 @@ class FairAcceptLoop(asyncio.SelectorEventLoop):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._deferring_since: float | None = None
+
+    def _start_serving(self, protocol_factory, sock, *args, **kwargs) -> None:
+        if self.shares is not None:
+            self.shares.serving()
+        super()._start_serving(protocol_factory, sock, *args, **kwargs)
+
+    def _stop_serving(self, sock) -> None:
+        if self.shares is not None:
+            self.shares.stopped()
+        super()._stop_serving(sock)
 
     def _accept_connection(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs):
         shares = self.shares

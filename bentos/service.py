@@ -59,7 +59,10 @@ if worker_index is not None:  # before XLA starts and before uvicorn makes its e
     if settings.pin_workers and should_pin(settings.workers, settings.devices):
         pin_to_core(worker_index - 1)
     if settings.workers > 1:
-        use_fair_accept(settings.workers, worker_index - 1, server_pid=os.getppid())
+        try:
+            use_fair_accept(settings.workers, worker_index - 1, server_pid=os.getppid())
+        except OSError as error:  # no shared file: serve all the same, connections spread as they come
+            logging.getLogger("bentos").warning("connections are not shared evenly between workers: %s", error)
 # The event loop and the batch thread share one Python lock. A thread that wants it back after a
 # numpy or XLA call waits until the holder's switch interval runs out: at Python's 5 ms, batches
 # sat idle behind request parsing (234 answers/s at 16 clients against 419 at 0.5 ms).

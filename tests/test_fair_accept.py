@@ -17,18 +17,25 @@ from bentos.cores import pin_to_core, should_pin, usable_cores
 from bentos.fair_accept import ConnectionShares, FairAcceptLoop, shares_path
 
 
-def test_shares_count_each_workers_connections_in_one_file(tmp_path):
+def test_shares_count_each_serving_workers_connections_in_one_file(tmp_path):
     path = tmp_path / "shares"
     first, second = ConnectionShares(path, 2, 0), ConnectionShares(path, 2, 1)
-    assert not first.ahead() and not second.ahead()  # 0 and 0
+    first.serving()
     first.opened()
+    assert not first.ahead()  # the other worker is not serving yet (loading its model): nobody waits for it
+    second.serving()
+    assert first.ahead() and not second.ahead()  # 1 against 0
     first.opened()
     second.opened()
     assert (first.mine(), second.mine()) == (2, 1)
     assert first.ahead() and not second.ahead()
     first.closed()
     assert not first.ahead() and not second.ahead()  # 1 and 1
-    assert ConnectionShares(path, 2, 0).mine() == 0  # a restarted worker starts with none
+    second.stopped()
+    second.closed()  # a connection outliving its server's stop
+    assert second.mine() == 0 and not first.ahead()
+    restarted = ConnectionShares(path, 2, 0)
+    assert restarted.mine() == 0 and not second.ahead()  # a restarted worker serves nothing yet
     with pytest.raises(ValueError, match="worker index"):
         ConnectionShares(path, 2, 2)
 
@@ -96,6 +103,7 @@ def test_a_worker_holding_more_connections_leaves_new_ones_to_the_other(tmp_path
     monkeypatch.setattr(fair_accept, "MAX_DEFER_S", 5.0)  # a slow machine must not turn a deferral into an accept
     path = tmp_path / "shares"
     busy, idle = ConnectionShares(path, 2, 0), ConnectionShares(path, 2, 1)
+    busy.serving()
     for _ in range(3):
         busy.opened()  # three connections the idle worker does not have
     workers = [Worker(listening, busy), Worker(listening, idle)]
@@ -124,18 +132,27 @@ def test_a_worker_holding_more_connections_leaves_new_ones_to_the_other(tmp_path
             worker.stop()
 
 
-def test_a_deferred_connection_is_taken_all_the_same_when_nobody_else_does(tmp_path, listening, monkeypatch):
-    monkeypatch.setattr(fair_accept, "MAX_DEFER_S", 0.05)
+@pytest.mark.parametrize("other_serving", [True, False])
+def test_a_connection_is_never_left_waiting_for_a_worker_that_does_not_take_it(tmp_path, listening, monkeypatch,
+                                                                               other_serving):
+    """Another worker holding fewer but not accepting: taken after `MAX_DEFER_S`; another worker
+    not serving yet (still loading its model): not waited for at all."""
+    monkeypatch.setattr(fair_accept, "MAX_DEFER_S", 0.05 if other_serving else 30.0)
     path = tmp_path / "shares"
-    ahead = ConnectionShares(path, 2, 0)
-    ahead.opened()  # the other worker (never started) holds none
+    ahead, other = ConnectionShares(path, 2, 0), ConnectionShares(path, 2, 1)
+    ahead.serving()
+    ahead.opened()
+    if other_serving:
+        other.serving()  # with no connections, and no loop to take any
     worker = Worker(listening, ahead)
     worker.start()
     worker.ready.wait(5)
     clients: list[socket.socket] = []
     try:
+        started = time.monotonic()
         connect(listening.getsockname()[1], [worker], clients)
         assert worker.accepted == 1 and ahead.mine() == 2
+        assert time.monotonic() - started < 10  # far below the 30 s a wait for the absent worker would take
     finally:
         for client in clients:
             client.close()
