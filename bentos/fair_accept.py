@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import select
 import tempfile
 import time
 from pathlib import Path
@@ -117,9 +118,11 @@ class FairAcceptLoop(asyncio.SelectorEventLoop):
         return super()._accept_connection(factory, sock, sslcontext, server, 1, *args, **kwargs)
 
     def _listen_again(self, listening, protocol_factory, sock, sslcontext, server, backlog, *args) -> None:
-        if sock.fileno() == listening and (server is None or server.is_serving()):
-            self._add_reader(listening, self._accept_connection, protocol_factory, sock, sslcontext, server,
-                             backlog, *args)
+        if sock.fileno() != listening or (server is not None and not server.is_serving()):
+            return
+        if not select.select([listening], [], [], 0)[0]:
+            self._deferring_since = None  # another worker took it: the next connection gets a deferral of its own
+        self._add_reader(listening, self._accept_connection, protocol_factory, sock, sslcontext, server, backlog, *args)
 
 
 def counted(protocol_factory, shares: ConnectionShares):

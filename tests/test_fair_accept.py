@@ -132,6 +132,44 @@ def test_a_worker_holding_more_connections_leaves_new_ones_to_the_other(tmp_path
             worker.stop()
 
 
+def take(listening: socket.socket) -> socket.socket:
+    """Accept one waiting connection as another worker would (the shared socket is non-blocking)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return listening.accept()[0]
+        except BlockingIOError:
+            assert time.monotonic() < deadline, "no connection to take"
+            time.sleep(0.001)
+
+
+def test_each_new_connection_gets_its_own_deferral(tmp_path, listening, monkeypatch):
+    """A deferral that ended because another worker took the connection does not count against
+    the next connection, however much later it comes."""
+    monkeypatch.setattr(fair_accept, "MAX_DEFER_S", 1.0)
+    path = tmp_path / "shares"
+    busy, other = ConnectionShares(path, 2, 0), ConnectionShares(path, 2, 1)
+    busy.serving()
+    busy.opened()
+    other.serving()  # holds none; this test takes connections in its place
+    worker = Worker(listening, busy)
+    worker.start()
+    worker.ready.wait(5)
+    port = listening.getsockname()[1]
+    held: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.3)  # well within a deferral: the busy worker leaves it waiting
+            assert worker.accepted == 0
+            held.append(take(listening))
+            time.sleep(1.5)  # longer than a deferral lasts
+    finally:
+        for connection in held:
+            connection.close()
+        worker.stop()
+
+
 @pytest.mark.parametrize("other_serving", [True, False])
 def test_a_connection_is_never_left_waiting_for_a_worker_that_does_not_take_it(tmp_path, listening, monkeypatch,
                                                                                other_serving):
