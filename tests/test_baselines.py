@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sprout.dataset.features import normalised_values
-from sprout.dataset.gram import gram_matrix
+from sprout.dataset.gram import gram_matrix, user_weights
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.baselines import (
     EaseEvaluator,
@@ -66,6 +66,17 @@ def test_popularity_ranks_by_training_counts():
 def test_gram_matrix_counts_co_occurrences():
     gram = gram_matrix(TRAIN, 3)
     assert gram.tolist() == [[3, 2, 0], [2, 2, 0], [0, 0, 1]]
+
+
+def test_user_weighting_shrinks_long_lists_and_keeps_the_number_of_entries():
+    # users list 2, 2, 1, 1 shows; at power 1 a user weighs 1/n, scaled so the 6 entries stay 6:
+    # raw weights 1/2, 1/2, 1, 1 over 1 + 1 + 1 + 1 = 4 weighted entries -> scale 6/4
+    gram = gram_matrix(TRAIN, 3, user_weight_power=1.0)
+    scale = 6 / 4
+    expected = scale * np.array([[0.5 + 0.5 + 1, 0.5 + 0.5, 0], [0.5 + 0.5, 0.5 + 0.5, 0], [0, 0, 1]])
+    np.testing.assert_allclose(gram, expected, rtol=1e-6)
+    assert np.trace(gram) == pytest.approx(np.trace(gram_matrix(TRAIN, 3)))
+    assert user_weights(np.array([4, 1]), 0.5)[1] / user_weights(np.array([4, 1]), 0.5)[0] == pytest.approx(2.0)
 
 
 def test_ease_matches_the_closed_form_and_its_zero_diagonal():

@@ -66,3 +66,37 @@ def test_sparse_gather_dense_product_and_dense_reference_agree():
     dense_logits, _ = model.forward_dense(model.to_dense(items, values, mask))
     np.testing.assert_allclose(np.asarray(sparse_logits), np.asarray(dense_logits), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(sparse_logits), gathered, rtol=1e-5, atol=1e-5)  # presence scale 0
+
+
+def test_user_weighting_is_chosen_when_a_few_long_lists_blur_the_co_occurrences():
+    """Two taste groups of short lists, plus users who list half the shows at random: weighing
+    users by n^-power lets the groups' co-occurrences decide (it won on each of six seeds of this
+    setup), and with power 0 alone the choice is plain EDLAE."""
+    from test_baselines import make_split
+
+    from sprout.dataset.gram import gram_matrix
+    from sprout.evaluation.held_out import held_out_users_from_splits
+    from sprout.training.item_item_fit import choose_user_weighting, fit_item_item
+
+    rng = np.random.default_rng(0)
+    corpus = 40
+
+    def group_profile(held_out_share: float) -> list[tuple[int, int, bool]]:
+        group = int(rng.integers(0, 2))
+        items = rng.choice(np.arange(group, corpus, 2), size=4, replace=False)
+        return [(int(i), 7, bool(rng.random() < held_out_share)) for i in items]
+
+    noisy = [[(int(i), 7, False) for i in rng.choice(corpus, corpus // 2, replace=False)] for _ in range(20)]
+    train = make_split([group_profile(0.0) for _ in range(60)] + noisy)
+    validation = make_split([group_profile(0.5) for _ in range(80)])
+    users = held_out_users_from_splits(validation, train, corpus, "validation")
+
+    plain = fit_item_item(train, users, (1.0,), (0.25,))
+    chosen = choose_user_weighting(train, users, plain, (0.0, 1.0))
+    assert chosen.user_weight_power == 1.0
+    assert max(chosen.validation_ndcg.values()) == chosen.validation_ndcg["l2=1,p=0.25,power=1"]
+    assert chosen.validation_ndcg["l2=1,p=0.25,power=1"] > plain.validation_ndcg["l2=1,p=0.25"]
+    np.testing.assert_allclose(chosen.weights, edlae_weights(gram_matrix(train, corpus, 1.0), 1.0, 0.25))
+    unweighted_only = choose_user_weighting(train, users, plain, (0.0,))
+    assert unweighted_only.user_weight_power == 0.0
+    np.testing.assert_array_equal(unweighted_only.weights, plain.weights)

@@ -179,9 +179,11 @@ def test_the_final_model_is_refitted_on_training_and_validation_users_never_test
     assert not set(everyone.usernames) & set(snapshot.split("test").usernames)
     corpus = TINY.model.corpus_size
     chosen = (result.item_item["l2"], result.item_item["dropout"])
-    refitted = edlae_weights(gram_matrix(everyone, corpus), *chosen)
+    power = result.item_item["user_weight_power"]
+    assert power in TrainConfig.tiny().item_item_user_weight_powers
+    refitted = edlae_weights(gram_matrix(everyone, corpus, power), *chosen)
     np.testing.assert_allclose(np.asarray(result.model.item_item[...]), refitted, rtol=1e-5, atol=1e-6)
-    with_test = edlae_weights(gram_matrix(everyone.joined(snapshot.split("test")), corpus), *chosen)
+    with_test = edlae_weights(gram_matrix(everyone.joined(snapshot.split("test")), corpus, power), *chosen)
     assert not np.allclose(np.asarray(result.model.item_item[...]), with_test, atol=1e-6)
     biases, neighbours = fitted_parts(everyone, corpus, TINY.model.rating_neighbours, (result.ratings["shrinkage"],))
     path = RatingPath.of(result.model)

@@ -45,6 +45,11 @@ class TrainConfig(BaseModel):
     item_item_dropout: tuple[float, ...] = Field(
         (0.25, 0.4), min_length=1, description="Emphasised-denoising rate p grid of the item-item path."
     )
+    item_item_user_weight_powers: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5), min_length=1,
+        description="Candidate powers of each training user's weight n^-power in the item-item path's Gram "
+        "matrix, chosen on validation at the chosen λ and p (0 = every entry alike, plain EDLAE).",
+    )
     blend_linear_scales: tuple[float, ...] = Field(
         (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 400.0, 800.0), min_length=1,
         description="Scales s of x·B tried when blending it with the deep presence logits (on anime-5k 200 won on "

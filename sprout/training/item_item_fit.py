@@ -5,6 +5,8 @@ Both choices are made on validation users with the evaluator the gate uses:
 1. ``B`` in closed form (`sprout.model.item_item.edlae_weights`) from the training split's Gram
    matrix, for each (λ, p) of a small grid; the pair whose ``x B`` ranks validation users best
    wins. Cost: one ``C³`` inverse per pair, independent of the number of users.
+   At the chosen pair, each user's weight in the Gram matrix (`sprout.dataset.gram.user_weights`:
+   ``n_u^(-power)``) is chosen the same way, ``power`` 0 (plain EDLAE) among the candidates.
 2. The presence logits become ``a · deep + s · (x B)``; (a, s) is picked from a grid that contains
    the deep path alone (1, 0) and the item-item path alone (0, s), so the blend is never worse on
    validation users than either path by itself.
@@ -45,6 +47,7 @@ class ItemItemFit:
     l2: float
     dropout: float
     validation_ndcg: dict[str, float] = field(default_factory=dict)  # "l2=…,p=…" -> NDCG@100
+    user_weight_power: float = 0.0  # each training user weighs n_u^(-power) in the Gram matrix
 
 
 def fit_item_item(
@@ -62,6 +65,23 @@ def fit_item_item(
             if _ranked(metrics) > best_key:
                 best, best_key = (weights, l2, dropout), _ranked(metrics)
     return ItemItemFit(*best, validation_ndcg=ndcgs)
+
+
+def choose_user_weighting(
+    train: SplitArrays, users: HeldOutUsers, fit: ItemItemFit, powers: tuple[float, ...]
+) -> ItemItemFit:
+    """``fit`` or, at its (λ, p), the user weighting whose ``x B`` ranks ``users`` better (the
+    unweighted fit on ties): one more inverse per non-zero power."""
+    fold_in = users.fold_in.astype(np.float32)  # [U, C]
+    best, best_key = fit, max(_ranked({RANKING_METRIC: v}) for v in fit.validation_ndcg.values())
+    ndcgs = dict(fit.validation_ndcg)
+    for power in sorted(set(powers) - {0.0}):
+        weights = edlae_weights(gram_matrix(train, users.corpus_size, power), fit.l2, fit.dropout)
+        metrics = ranking_metrics(fold_in @ weights, users)
+        ndcgs[f"l2={fit.l2:g},p={fit.dropout:g},power={power:g}"] = metrics[RANKING_METRIC]
+        if _ranked(metrics) > best_key:
+            best, best_key = ItemItemFit(weights, fit.l2, fit.dropout, user_weight_power=power), _ranked(metrics)
+    return ItemItemFit(best.weights, best.l2, best.dropout, ndcgs, best.user_weight_power)
 
 
 def choose_entry_threshold(

@@ -50,6 +50,7 @@ from sprout.model.item_item import edlae_weights
 from sprout.training.item_item_fit import (
     choose_blend,
     choose_entry_threshold,
+    choose_user_weighting,
     fit_item_item,
     with_item_item,
 )
@@ -266,9 +267,11 @@ def train(
         raise ValueError("the closed-form paths are fitted on validation users; the snapshot has none")
     if model_config.item_item:
         fit = fit_item_item(train_split, users, config.item_item_l2, config.item_item_dropout)
+        fit = choose_user_weighting(train_split, users, fit, config.item_item_user_weight_powers)
         model = with_item_item(model, model_config, fit.weights)
         blend = choose_blend(model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT)
-        item_item = {"l2": fit.l2, "dropout": fit.dropout, "presence_scale": blend.presence_scale,
+        item_item = {"l2": fit.l2, "dropout": fit.dropout, "user_weight_power": fit.user_weight_power,
+                     "presence_scale": blend.presence_scale,
                      "linear_scale": blend.linear_scale,
                      "deep_alone_ndcg@100": blend.validation_ndcg["a=1,s=0"],
                      "item_item_alone_ndcg@100": max(fit.validation_ndcg.values())}
@@ -288,9 +291,8 @@ def train(
     if config.refit_on_validation and (model_config.item_item or model_config.rating_neighbours):
         everyone = train_split.joined(validation_split)  # all but the test users
         if model_config.item_item:
-            model.item_item.value = jnp.asarray(
-                edlae_weights(gram_matrix(everyone, corpus_size), fit.l2, fit.dropout), jnp.float32
-            )
+            gram = gram_matrix(everyone, corpus_size, fit.user_weight_power)
+            model.item_item.value = jnp.asarray(edlae_weights(gram, fit.l2, fit.dropout), jnp.float32)
         if model_config.rating_neighbours:
             refit_rating_path(model, everyone, ratings["shrinkage"])
         refit_users = everyone.n_users
