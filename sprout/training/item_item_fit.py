@@ -18,7 +18,7 @@ calibrating the linear scores rather than adding what they miss (docs/design.md 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax.numpy as jnp
 import numpy as np
@@ -81,7 +81,7 @@ def choose_user_weighting(
         ndcgs[f"l2={fit.l2:g},p={fit.dropout:g},power={power:g}"] = metrics[RANKING_METRIC]
         if _ranked(metrics) > best_key:
             best, best_key = ItemItemFit(weights, fit.l2, fit.dropout, user_weight_power=power), _ranked(metrics)
-    return ItemItemFit(best.weights, best.l2, best.dropout, ndcgs, best.user_weight_power)
+    return replace(best, validation_ndcg=ndcgs)
 
 
 def choose_entry_threshold(
