@@ -57,7 +57,8 @@ def presence_map(run: dict) -> str:
 def chosen(run: dict) -> str:
     item_item, ratings = run["item_item"], run.get("ratings", {})
     return (f"λ {item_item.get('l2', 0):g}, p {item_item.get('dropout', 0):g}, users weighted "
-            f"n^−{item_item.get('user_weight_power', 0):g}, blend a={item_item.get('presence_scale', 0):.3g} "
+            f"n^−{item_item.get('user_weight_power', 0):g}, popular shows discounted "
+            f"share^−{item_item.get('popularity_power', 0):g}, blend a={item_item.get('presence_scale', 0):.3g} "
             f"s={item_item.get('linear_scale', 0):.3g}{presence_map(run)}, rating "
             f"shrinkage {ratings.get('shrinkage', 0):g} and blend ({ratings.get('blend_offset', 0):.2f}, "
             f"{ratings.get('blend_neighbours', 0):.2f}, {ratings.get('blend_head', 0):.2f}), best step "

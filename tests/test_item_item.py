@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from sprout.dataset.gram import gram_matrix
 from sprout.evaluation.baselines import ease_weights
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
-from sprout.model.item_item import edlae_weights
+from sprout.model.item_item import edlae_weights, popularity_discount
 
 
 def test_two_show_closed_form_by_hand():
@@ -25,6 +26,18 @@ def test_two_show_closed_form_by_hand():
 def test_without_dropout_it_is_ease():
     x = (np.random.default_rng(0).random((40, 12)) < 0.3).astype(np.float64)
     np.testing.assert_allclose(edlae_weights(x.T @ x, 5.0, 0.0), ease_weights(x, 5.0), atol=1e-5)
+
+
+def test_popularity_discount_by_hand():
+    # Show j's column is multiplied by ((count_j + 1) / (n_users + 1))^-power; the diagonal stays 0.
+    weights = np.array([[0.0, 0.5, 0.2], [0.4, 0.0, 0.1], [0.3, 0.6, 0.0]], np.float32)
+    counts = np.array([7, 1, 3])
+    discounted = popularity_discount(weights, counts, n_users=7, power=0.5)
+    factors = np.array([(8 / 8) ** -0.5, (2 / 8) ** -0.5, (4 / 8) ** -0.5])  # 1, 2, √2
+    np.testing.assert_allclose(discounted, weights * factors[None, :], rtol=1e-6)
+    assert discounted[0, 1] == pytest.approx(1.0) and discounted[2, 1] == pytest.approx(1.2)
+    np.testing.assert_array_equal(np.diag(discounted), 0.0)
+    np.testing.assert_array_equal(popularity_discount(weights, counts, 7, 0.0), weights)
 
 
 def test_bad_settings_are_refused():
@@ -74,9 +87,8 @@ def test_user_weighting_is_chosen_when_a_few_long_lists_blur_the_co_occurrences(
     setup), and with power 0 alone the choice is plain EDLAE."""
     from test_baselines import make_split
 
-    from sprout.dataset.gram import gram_matrix
     from sprout.evaluation.held_out import held_out_users_from_splits
-    from sprout.training.item_item_fit import choose_user_weighting, fit_item_item
+    from sprout.training.item_item_fit import choose_reweighting, fit_item_item
 
     rng = np.random.default_rng(0)
     corpus = 40
@@ -92,11 +104,54 @@ def test_user_weighting_is_chosen_when_a_few_long_lists_blur_the_co_occurrences(
     users = held_out_users_from_splits(validation, train, corpus, "validation")
 
     plain = fit_item_item(train, users, (1.0,), (0.25,))
-    chosen = choose_user_weighting(train, users, plain, (0.0, 1.0))
-    assert chosen.user_weight_power == 1.0
-    assert max(chosen.validation_ndcg.values()) == chosen.validation_ndcg["l2=1,p=0.25,power=1"]
-    assert chosen.validation_ndcg["l2=1,p=0.25,power=1"] > plain.validation_ndcg["l2=1,p=0.25"]
+    chosen = choose_reweighting(train, users, plain, (0.0, 1.0), (0.0,))
+    assert chosen.user_weight_power == 1.0 and chosen.popularity_power == 0.0
+    weighted = "l2=1,p=0.25,power=1,popularity=0"
+    assert max(chosen.validation_ndcg.values()) == chosen.validation_ndcg[weighted]
+    assert chosen.validation_ndcg[weighted] > plain.validation_ndcg["l2=1,p=0.25"]
     np.testing.assert_allclose(chosen.weights, edlae_weights(gram_matrix(train, corpus, 1.0), 1.0, 0.25))
-    unweighted_only = choose_user_weighting(train, users, plain, (0.0,))
+    unweighted_only = choose_reweighting(train, users, plain, (0.0,), (0.0,))
     assert unweighted_only.user_weight_power == 0.0
     np.testing.assert_array_equal(unweighted_only.weights, plain.weights)
+
+
+def test_popularity_discount_is_chosen_when_a_show_everyone_lists_crowds_out_the_taste_groups():
+    """Show 0 is in most training lists of both taste groups, so ``x B`` puts it first for any
+    profile; validation users never list it. Discounting popular columns ranks the users' own
+    group first, so a power > 0 wins; the refit applies the same choice to another split's counts."""
+    from test_baselines import make_split
+
+    from sprout.evaluation.held_out import held_out_users_from_splits, item_popularity
+    from sprout.training.item_item_fit import choose_reweighting, fit_item_item, item_item_weights
+
+    rng = np.random.default_rng(0)
+    corpus = 21  # show 0, then two groups: odd and even shows 1..20
+
+    def profile(held_out_share: float, with_popular: bool) -> list[tuple[int, int, bool]]:
+        group = int(rng.integers(0, 2))
+        items = rng.choice(np.arange(1 + group, corpus, 2), size=4, replace=False)
+        entries = [(int(i), 7, bool(rng.random() < held_out_share)) for i in items]
+        return [(0, 7, False), *entries] if with_popular else entries
+
+    train = make_split([profile(0.0, rng.random() < 0.8) for _ in range(120)])
+    validation = make_split([profile(0.5, False) for _ in range(80)])
+    users = held_out_users_from_splits(validation, train, corpus, "validation")
+
+    plain = fit_item_item(train, users, (1.0,), (0.25,))
+    chosen = choose_reweighting(train, users, plain, (0.0,), (0.0, 0.5))
+    assert chosen.popularity_power == 0.5 and chosen.user_weight_power == 0.0
+    discounted = "l2=1,p=0.25,power=0,popularity=0.5"
+    assert chosen.validation_ndcg[discounted] > plain.validation_ndcg["l2=1,p=0.25"]
+    counts = item_popularity(train, corpus)
+    np.testing.assert_allclose(chosen.weights, popularity_discount(plain.weights, counts, train.n_users, 0.5))
+    assert (users.fold_in.astype(np.float32) @ plain.weights).argmax(axis=1).tolist().count(0) > 40
+    assert (users.fold_in.astype(np.float32) @ chosen.weights).argmax(axis=1).tolist().count(0) < 40
+
+    everyone = train.joined(validation)
+    expected = popularity_discount(
+        edlae_weights(gram_matrix(everyone, corpus), 1.0, 0.25), item_popularity(everyone, corpus), everyone.n_users,
+        0.5,
+    )
+    np.testing.assert_allclose(item_item_weights(everyone, corpus, chosen), expected, rtol=1e-5)
+    assert choose_reweighting(train, users, plain, (0.0,), (0.0,)).popularity_power == 0.0
+

@@ -166,7 +166,8 @@ def test_the_final_model_is_refitted_on_training_and_validation_users_never_test
     """Every choice is made on validation users, then B and the rating path are fitted again on
     training + validation users; the test users, who score the model, are in neither."""
     from sprout.dataset.gram import gram_matrix
-    from sprout.model.item_item import edlae_weights
+    from sprout.evaluation.held_out import item_popularity
+    from sprout.model.item_item import edlae_weights, popularity_discount
     from sprout.model.rating_path import RatingPath
     from sprout.training.rating_fit import fitted_parts
 
@@ -179,11 +180,16 @@ def test_the_final_model_is_refitted_on_training_and_validation_users_never_test
     assert not set(everyone.usernames) & set(snapshot.split("test").usernames)
     corpus = TINY.model.corpus_size
     chosen = (result.item_item["l2"], result.item_item["dropout"])
-    power = result.item_item["user_weight_power"]
+    power, discount = result.item_item["user_weight_power"], result.item_item["popularity_power"]
     assert power in TrainConfig.tiny().item_item_user_weight_powers
-    refitted = edlae_weights(gram_matrix(everyone, corpus, power), *chosen)
-    np.testing.assert_allclose(np.asarray(result.model.item_item[...]), refitted, rtol=1e-5, atol=1e-6)
-    with_test = edlae_weights(gram_matrix(everyone.joined(snapshot.split("test")), corpus, power), *chosen)
+    assert discount in TrainConfig.tiny().item_item_popularity_powers
+
+    def fitted_on(split):
+        weights = edlae_weights(gram_matrix(split, corpus, power), *chosen)
+        return popularity_discount(weights, item_popularity(split, corpus), split.n_users, discount)
+
+    np.testing.assert_allclose(np.asarray(result.model.item_item[...]), fitted_on(everyone), rtol=1e-5, atol=1e-6)
+    with_test = fitted_on(everyone.joined(snapshot.split("test")))
     assert not np.allclose(np.asarray(result.model.item_item[...]), with_test, atol=1e-6)
     biases, neighbours = fitted_parts(everyone, corpus, TINY.model.rating_neighbours, (result.ratings["shrinkage"],))
     path = RatingPath.of(result.model)

@@ -50,6 +50,11 @@ class TrainConfig(BaseModel):
         description="Candidate powers of each training user's weight n^-power in the item-item path's Gram "
         "matrix, chosen on validation at the chosen λ and p (0 = every entry alike, plain EDLAE).",
     )
+    item_item_popularity_powers: tuple[float, ...] = Field(
+        (0.0, 0.05, 0.1, 0.15, 0.2), min_length=1,
+        description="Candidate powers of the item-item path's popularity discount (show j's column of B divided "
+        "by its training share^power), chosen on validation together with the user weighting (0 = none).",
+    )
     blend_linear_scales: tuple[float, ...] = Field(
         (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 400.0, 800.0), min_length=1,
         description="Scales s of x·B tried when blending it with the deep presence logits (on anime-5k 200 won on "

@@ -6,7 +6,9 @@ Both choices are made on validation users with the evaluator the gate uses:
    matrix, for each (λ, p) of a small grid; the pair whose ``x B`` ranks validation users best
    wins. Cost: one ``C³`` inverse per pair, independent of the number of users.
    At the chosen pair, each user's weight in the Gram matrix (`sprout.dataset.gram.user_weights`:
-   ``n_u^(-power)``) is chosen the same way, ``power`` 0 (plain EDLAE) among the candidates.
+   ``n_u^(-power)``) and the discount of popular shows' columns
+   (`sprout.model.item_item.popularity_discount`) are chosen together the same way, both 0
+   (plain EDLAE) among the candidates.
 2. The presence logits become ``a · deep + s · (x B)``; (a, s) is picked from a grid that contains
    the deep path alone (1, 0) and the item-item path alone (0, s), so the blend is never worse on
    validation users than either path by itself.
@@ -27,11 +29,11 @@ from flax import nnx
 from sprout.dataset.gram import gram_matrix
 from sprout.dataset.snapshot_format import SplitArrays
 from sprout.evaluation.evaluator import ranking_metrics
-from sprout.evaluation.held_out import HeldOutUsers
+from sprout.evaluation.held_out import HeldOutUsers, item_popularity
 from sprout.evaluation.model_scores import ranking_quality
 from sprout.model.autoencoder import Autoencoder
 from sprout.model.config import ModelConfig
-from sprout.model.item_item import edlae_weights
+from sprout.model.item_item import edlae_weights, popularity_discount
 
 RANKING_METRIC = "ndcg@100"
 
@@ -48,6 +50,7 @@ class ItemItemFit:
     dropout: float
     validation_ndcg: dict[str, float] = field(default_factory=dict)  # "l2=…,p=…" -> NDCG@100
     user_weight_power: float = 0.0  # each training user weighs n_u^(-power) in the Gram matrix
+    popularity_power: float = 0.0  # show j's column is divided by its training share^power
 
 
 def fit_item_item(
@@ -67,21 +70,41 @@ def fit_item_item(
     return ItemItemFit(*best, validation_ndcg=ndcgs)
 
 
-def choose_user_weighting(
-    train: SplitArrays, users: HeldOutUsers, fit: ItemItemFit, powers: tuple[float, ...]
+def choose_reweighting(
+    train: SplitArrays, users: HeldOutUsers, fit: ItemItemFit, user_powers: tuple[float, ...],
+    popularity_powers: tuple[float, ...],
 ) -> ItemItemFit:
-    """``fit`` or, at its (λ, p), the user weighting whose ``x B`` ranks ``users`` better (the
-    unweighted fit on ties): one more inverse per non-zero power."""
+    """``fit`` or, at its (λ, p), the user weighting and popularity discount whose ``x B`` ranks
+    ``users`` best (plain EDLAE, then the smaller powers, on ties): one more inverse per non-zero
+    user power; a discount only rescales columns."""
     fold_in = users.fold_in.astype(np.float32)  # [U, C]
+    counts = item_popularity(train, users.corpus_size)  # [C]
     best, best_key = fit, max(_ranked({RANKING_METRIC: v}) for v in fit.validation_ndcg.values())
     ndcgs = dict(fit.validation_ndcg)
-    for power in sorted(set(powers) - {0.0}):
-        weights = edlae_weights(gram_matrix(train, users.corpus_size, power), fit.l2, fit.dropout)
-        metrics = ranking_metrics(fold_in @ weights, users)
-        ndcgs[f"l2={fit.l2:g},p={fit.dropout:g},power={power:g}"] = metrics[RANKING_METRIC]
-        if _ranked(metrics) > best_key:
-            best, best_key = ItemItemFit(weights, fit.l2, fit.dropout, user_weight_power=power), _ranked(metrics)
+    for user_power in sorted(set(user_powers) | {0.0}):
+        plain = fit.weights if user_power == 0 else edlae_weights(
+            gram_matrix(train, users.corpus_size, user_power), fit.l2, fit.dropout
+        )
+        for popularity_power in sorted(set(popularity_powers) | {0.0}):
+            if user_power == popularity_power == 0:
+                continue  # ``fit`` itself
+            weights = popularity_discount(plain, counts, train.n_users, popularity_power)
+            metrics = ranking_metrics(fold_in @ weights, users)
+            name = f"l2={fit.l2:g},p={fit.dropout:g},power={user_power:g},popularity={popularity_power:g}"
+            ndcgs[name] = metrics[RANKING_METRIC]
+            if _ranked(metrics) > best_key:
+                best_key = _ranked(metrics)
+                best = ItemItemFit(
+                    weights, fit.l2, fit.dropout, user_weight_power=user_power, popularity_power=popularity_power
+                )
     return replace(best, validation_ndcg=ndcgs)
+
+
+def item_item_weights(split: SplitArrays, corpus_size: int, fit: ItemItemFit) -> np.ndarray:
+    """``fit``'s every choice (λ, p, user weighting, popularity discount) applied to ``split``:
+    the refit on a larger set of users. [C, C] float32"""
+    weights = edlae_weights(gram_matrix(split, corpus_size, fit.user_weight_power), fit.l2, fit.dropout)
+    return popularity_discount(weights, item_popularity(split, corpus_size), split.n_users, fit.popularity_power)
 
 
 def choose_entry_threshold(

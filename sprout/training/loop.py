@@ -45,13 +45,12 @@ from sprout.model.ranking_score import DEFAULT_RATING_WEIGHT
 from sprout.training.batches import make_batch
 from sprout.training.checkpoints import Checkpoints
 from sprout.training.config import TrainConfig
-from sprout.dataset.gram import gram_matrix
-from sprout.model.item_item import edlae_weights
 from sprout.training.item_item_fit import (
     choose_blend,
     choose_entry_threshold,
-    choose_user_weighting,
+    choose_reweighting,
     fit_item_item,
+    item_item_weights,
     with_item_item,
 )
 from sprout.training.presence_map_fit import fit_presence_map
@@ -267,10 +266,13 @@ def train(
         raise ValueError("the closed-form paths are fitted on validation users; the snapshot has none")
     if model_config.item_item:
         fit = fit_item_item(train_split, users, config.item_item_l2, config.item_item_dropout)
-        fit = choose_user_weighting(train_split, users, fit, config.item_item_user_weight_powers)
+        fit = choose_reweighting(
+            train_split, users, fit, config.item_item_user_weight_powers, config.item_item_popularity_powers
+        )
         model = with_item_item(model, model_config, fit.weights)
         blend = choose_blend(model, users, config.blend_linear_scales, DEFAULT_RATING_WEIGHT)
         item_item = {"l2": fit.l2, "dropout": fit.dropout, "user_weight_power": fit.user_weight_power,
+                     "popularity_power": fit.popularity_power,
                      "presence_scale": blend.presence_scale,
                      "linear_scale": blend.linear_scale,
                      "deep_alone_ndcg@100": blend.validation_ndcg["a=1,s=0"],
@@ -291,8 +293,7 @@ def train(
     if config.refit_on_validation and (model_config.item_item or model_config.rating_neighbours):
         everyone = train_split.joined(validation_split)  # all but the test users
         if model_config.item_item:
-            gram = gram_matrix(everyone, corpus_size, fit.user_weight_power)
-            model.item_item.value = jnp.asarray(edlae_weights(gram, fit.l2, fit.dropout), jnp.float32)
+            model.item_item.value = jnp.asarray(item_item_weights(everyone, corpus_size, fit), jnp.float32)
         if model_config.rating_neighbours:
             refit_rating_path(model, everyone, ratings["shrinkage"])
         refit_users = everyone.n_users
