@@ -133,6 +133,7 @@ class Sprout:
         self.batcher = RequestBatcher(  # each request runs on the engine current when it arrives
             lambda: self.models.current, max_waiting=settings.max_queue,
             max_waiting_explanations=settings.max_waiting_explanations, observer=service_metrics(),
+            max_linger_s=settings.max_linger_ms / 1000,
         )
         self.lists = username_lists()
         self.models.start()

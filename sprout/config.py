@@ -143,6 +143,11 @@ class ServeSettings(BaseSettings):
         4, ge=0, description="Explanations (/explain, /predict, explained /recommend) that may wait behind the one "
         "being computed, per worker; past it 503 with Retry-After.",
     )
+    max_linger_ms: float = Field(
+        20.0, ge=0, description="Longest a batch waits for the requests answered together last time to come back "
+        "before it starts, and never longer than the last forward pass took (0: start at once). Larger batches "
+        "read the weights once for more answers: +20-40% answers/s at 16 clients at the reference size.",
+    )
     devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
     pin_workers: bool = Field(
         False, description="Run each worker on a core of its own when there is one per worker and explanations use "
@@ -184,6 +189,7 @@ class ServeSettings(BaseSettings):
             "SPROUT_SERVE_THREADS": self.threads,
             "SPROUT_SERVE_MAX_QUEUE": self.max_queue,
             "SPROUT_SERVE_MAX_WAITING_EXPLANATIONS": self.max_waiting_explanations,
+            "SPROUT_SERVE_MAX_LINGER_MS": self.max_linger_ms,
             "SPROUT_SERVE_DEVICES": self.devices,
             "SPROUT_SERVE_PIN_WORKERS": self.pin_workers,
             "SPROUT_SERVE_ACCESS_LOG": self.access_log,

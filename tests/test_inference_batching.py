@@ -249,3 +249,48 @@ def test_coroutines_are_answered_by_the_batch_thread(recommenders):
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(request(4))
+
+
+class SlowPass(Recommender):
+    """The real engine, whose batched forward pass takes at least ``pass_s``."""
+
+    def __init__(self, model: Recommender, pass_s: float):
+        self.__dict__.update(model.__dict__)
+        self.pass_s = pass_s
+
+    def outputs(self, encoded):
+        time.sleep(self.pass_s)
+        return super().outputs(encoded)
+
+
+def staggered(batcher: RequestBatcher, requests: list[RecommendRequest], gap_s: float) -> list:
+    """Submit ``requests`` from threads of their own, ``gap_s`` apart; their answers."""
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        futures = []
+        for r in requests:
+            futures.append(pool.submit(batcher.submit, r))
+            time.sleep(gap_s)
+        return [f.result() for f in futures]
+
+
+@pytest.mark.parametrize("max_linger_s", [0.0, 5.0])
+def test_a_batch_waits_for_the_clients_answered_together_but_a_lone_client_never_waits(recommenders, max_linger_s):
+    """After a batch of three, the next three requests arrive 30 ms apart: with lingering (bounded
+    by the last pass's 0.5 s, well under the 5 s cap) they share one pass; without it the first
+    runs alone. A lone client (last batch of one) starts at once."""
+    model, _ = recommenders
+    recorder = Recorder()
+    batcher = RequestBatcher(SlowPass(model, 0.5), max_batch=16, max_linger_s=max_linger_s, observer=recorder)
+    first = [request(k) for k in (1, 2, 3, 4)]
+    staggered(batcher, first, 0.02)  # a lone leader, then the three that queued behind its pass
+    assert recorder.sizes == [1, 3]
+    second = [request(k) for k in (5, 6, 8)]
+    answers = staggered(batcher, second, 0.03)
+    assert same_answers(answers, [model.recommend(r) for r in second])
+    assert recorder.sizes[2:] == ([3] if max_linger_s else [1, 2])
+    if max_linger_s:
+        assert max(recorder.waits[-3:]) < 0.5 + 0.4  # nobody waited past the bound
+    for k in (9, 10):  # then one client: the first may wait one pass for the others, the next never waits
+        assert batcher.submit(request(k)) == model.recommend(request(k))
+    assert recorder.sizes[-2:] == [1, 1]
+    assert recorder.waits[-2] < 0.5 + 0.4 and recorder.waits[-1] < 0.2

@@ -9,9 +9,12 @@ or a coroutine on a future that the batch thread resolves through its event loop
 service answers plain requests from its event loop with no request threads at all. Python holds
 one lock for its objects: sixteen request threads each doing their own part, or even only
 handing the lead to one another, spent more time passing that lock around than computing
-(docs/design.md §6). A request that finds the thread idle starts a batch of one at once;
-requests arriving while a batch computes form the next one. A bad profile fails alone; a very
-long one makes its batch wait for its encoding.
+(docs/design.md §6). Requests arriving while a batch computes form the next one. Clients
+answered together come back together, but their requests reach the queue one by one, so a new
+batch may linger until as many are queued as the last batch held — never longer than the last
+forward pass took (a straggler would wait that long for the next batch anyway) nor
+``max_linger_s``. A lone client's batches hold one, so it never waits. A bad profile fails
+alone; a very long one makes its batch wait for its encoding.
 
 Admission: at most ``max_waiting`` plain requests may queue behind the running batch and at most
 ``max_waiting_explanations`` explanations behind the one being computed; past either bound a
@@ -146,6 +149,7 @@ class RequestBatcher:
         max_waiting_explanations: int = DEFAULT_MAX_WAITING_EXPLANATIONS,
         explain_in_batch: bool = False,
         observer: BatchObserver | None = None,
+        max_linger_s: float = 0.0,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -156,6 +160,9 @@ class RequestBatcher:
         self.max_waiting_explanations = max_waiting_explanations
         self.explain_in_batch = explain_in_batch
         self.observer = observer
+        self.max_linger_s = max_linger_s
+        self._last_size = 1  # members of the last batch: clients answered together come back together
+        self._last_forward_s = 0.0  # the last batch's forward pass: how long a straggler would wait for the next
         self._source = recommender
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # notified when a ticket is queued or on close
@@ -275,14 +282,18 @@ class RequestBatcher:
                 self._arrived.wait_for(lambda: self._queue or self._closed)
                 if not self._queue:
                     return  # closed, and every request answered
+                wanted, linger_s = min(self._last_size, self.max_batch), min(self.max_linger_s, self._last_forward_s)
+                if linger_s > 0 and len(self._queue) < wanted:
+                    self._arrived.wait_for(lambda: len(self._queue) >= wanted or self._closed, linger_s)
                 model = self._queue[0].recommender
                 batch: list[_Ticket] = []
                 while self._queue and len(batch) < self.max_batch and self._queue[0].recommender is model:
                     batch.append(self._queue.popleft())
                 self._running = True
+                self._last_size = len(batch)
                 self.batches += 1
             try:
-                self._run(model, batch)
+                self._last_forward_s = self._run(model, batch)
             except BaseException as error:  # noqa: BLE001  (a fault of the batch itself: every member's)
                 for ticket in batch:
                     if not ticket.settled:
@@ -297,8 +308,8 @@ class RequestBatcher:
                     self._plain_in_flight -= sum(ticket.plain for ticket in batch)
                     self._quieter.notify_all()
 
-    def _run(self, model: Recommender, batch: list[_Ticket]) -> None:
-        """Encode, forward and answer one batch, settling every ticket."""
+    def _run(self, model: Recommender, batch: list[_Ticket]) -> float:
+        """Encode, forward and answer one batch, settling every ticket; returns the forward pass's seconds."""
         started = time.perf_counter()
         prepared = []
         for ticket in batch:  # each profile's own rules: a bad one fails alone
@@ -338,6 +349,7 @@ class RequestBatcher:
                     ticket.settle(error)
         if self.observer is not None:
             self.observer.batch(len(batch), forward_s, [started - t.queued_at for t in batch])
+        return forward_s
 
 
 class _LaneSlot:
