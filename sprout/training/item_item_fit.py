@@ -75,8 +75,8 @@ def choose_reweighting(
     popularity_powers: tuple[float, ...],
 ) -> ItemItemFit:
     """``fit`` or, at its (λ, p), the user weighting and popularity discount whose ``x B`` ranks
-    ``users`` best (plain EDLAE, then the smaller powers, on ties): one more inverse per non-zero
-    user power; a discount only rescales columns."""
+    ``users`` best (plain EDLAE, then the smaller powers, on ties): one more inverse and one
+    scoring product per non-zero user power; a discount only rescales the scores' columns."""
     fold_in = users.fold_in.astype(np.float32)  # [U, C]
     counts = item_popularity(train, users.corpus_size)  # [C]
     best, best_key = fit, max(_ranked({RANKING_METRIC: v}) for v in fit.validation_ndcg.values())
@@ -85,17 +85,18 @@ def choose_reweighting(
         plain = fit.weights if user_power == 0 else edlae_weights(
             gram_matrix(train, users.corpus_size, user_power), fit.l2, fit.dropout
         )
+        scores = fold_in @ plain  # [U, C]: a discount of B's columns discounts these columns alike
         for popularity_power in sorted(set(popularity_powers) | {0.0}):
             if user_power == popularity_power == 0:
                 continue  # ``fit`` itself
-            weights = popularity_discount(plain, counts, train.n_users, popularity_power)
-            metrics = ranking_metrics(fold_in @ weights, users)
+            metrics = ranking_metrics(popularity_discount(scores, counts, train.n_users, popularity_power), users)
             name = f"l2={fit.l2:g},p={fit.dropout:g},power={user_power:g},popularity={popularity_power:g}"
             ndcgs[name] = metrics[RANKING_METRIC]
             if _ranked(metrics) > best_key:
                 best_key = _ranked(metrics)
                 best = ItemItemFit(
-                    weights, fit.l2, fit.dropout, user_weight_power=user_power, popularity_power=popularity_power
+                    popularity_discount(plain, counts, train.n_users, popularity_power), fit.l2, fit.dropout,
+                    user_weight_power=user_power, popularity_power=popularity_power,
                 )
     return replace(best, validation_ndcg=ndcgs)
 
