@@ -16,10 +16,16 @@ def usable_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
-def should_pin(workers: int, devices: int | None) -> bool:
-    """Pin when there is a core for every worker and each worker runs one XLA device (sharding an
-    explanation over several devices needs several cores)."""
-    return hasattr(os, "sched_setaffinity") and workers <= len(usable_cores()) and (devices or 1) == 1
+def should_pin(workers: int, devices: int | None, setting: bool | str = True) -> bool:
+    """Whether to pin, for the service's ``pin_workers`` setting: never with False; with True when
+    there is a core for every worker; with "auto" (the default) when there is exactly one, so the
+    server holds every core it may use (two servers of one worker each are not both pinned to the
+    first core). Always with one XLA device per worker: an explanation sharded over several devices
+    needs several cores."""
+    if setting is False or not hasattr(os, "sched_setaffinity") or (devices or 1) != 1:
+        return False
+    cores = len(usable_cores())
+    return workers == cores if setting == "auto" else workers <= cores
 
 
 def pin_to_core(index: int) -> int:

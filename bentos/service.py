@@ -56,7 +56,7 @@ YOUNG_OBJECTS_PER_COLLECTION = 10_000
 settings = ServeSettings()
 worker_index = bentoml.server_context.worker_index  # 1-based in a BentoML worker, None elsewhere
 if worker_index is not None:  # before XLA starts and before uvicorn makes its event loop
-    if settings.pin_workers and should_pin(settings.workers, settings.devices):
+    if should_pin(settings.workers, settings.devices, settings.pin_workers):
         pin_to_core(worker_index - 1)
     if settings.workers > 1:
         try:

@@ -149,10 +149,12 @@ class ServeSettings(BaseSettings):
         "read the weights once for more answers: +20-40% answers/s at 16 clients at the reference size.",
     )
     devices: int | None = Field(None, ge=1, description="CPU devices to shard explanations over.")
-    pin_workers: bool = Field(
-        False, description="Run each worker on a core of its own when there is one per worker and explanations use "
-        "one device: XLA then runs each pass on the calling thread (faster single requests at the default size) but "
-        "an explanation gets one core, and a pinned worker cannot move away from other work on its core.",
+    pin_workers: Literal["auto"] | bool = Field(
+        "auto", description="Run each worker on a core of its own: 'auto' when there is exactly one core per worker, "
+        "true when there is at least one, false never (only with one device). XLA then runs each pass on the calling "
+        "thread and the cores stop trading work: a shorter tail under load and faster single requests at the default "
+        "size, but an explanation gets one core (about twice as long when the service is idle) and a pinned worker "
+        "cannot move away from other work on its core.",
     )
     access_log: bool = Field(
         False, description="Log every request (BentoML's access log); off by default: writing it took a sixth of the "

@@ -170,6 +170,39 @@ def test_each_new_connection_gets_its_own_deferral(tmp_path, listening, monkeypa
         worker.stop()
 
 
+def test_a_burst_is_counted_as_it_is_accepted(tmp_path, listening, monkeypatch):
+    """Two connections waiting together: the worker takes one and, already ahead by it, leaves the
+    other for the worker holding fewer (counted only once its protocol started, it took both)."""
+    monkeypatch.setattr(fair_accept, "MAX_DEFER_S", 5.0)
+    path = tmp_path / "shares"
+    worker_shares, other = ConnectionShares(path, 2, 0), ConnectionShares(path, 2, 1)
+    worker_shares.serving()
+    other.serving()  # holds none; this test takes a connection in its place
+    port = listening.getsockname()[1]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # both wait before the worker wakes
+    worker = Worker(listening, worker_shares)
+    worker.start()
+    worker.ready.wait(5)
+    try:
+        deadline = time.monotonic() + 10
+        while worker.accepted == 0:
+            assert time.monotonic() < deadline, "the worker accepted nothing"
+            time.sleep(0.001)
+        time.sleep(0.3)  # well within a deferral
+        assert worker.accepted == 1 and worker_shares.mine() == 1
+        held.append(take(listening))
+        for connection in held:
+            connection.close()
+        deadline = time.monotonic() + 10
+        while worker_shares.mine() > 0:  # a closed connection is counted out
+            assert time.monotonic() < deadline, worker_shares.mine()
+            time.sleep(0.005)
+    finally:
+        for connection in held:
+            connection.close()
+        worker.stop()
+
+
 @pytest.mark.parametrize("other_serving", [True, False])
 def test_a_connection_is_never_left_waiting_for_a_worker_that_does_not_take_it(tmp_path, listening, monkeypatch,
                                                                                other_serving):
@@ -202,6 +235,10 @@ def test_workers_are_pinned_only_when_there_is_a_core_for_each():
     assert should_pin(cores, None) and should_pin(1, 1)
     assert not should_pin(cores + 1, None)
     assert not should_pin(1, 2)  # an explanation sharded over two devices needs two cores
+    assert should_pin(cores, None, "auto") and not should_pin(cores + 1, None, "auto")
+    assert should_pin(1, None, "auto") == (cores == 1)  # a one-worker server on a larger machine stays free
+    assert not should_pin(cores, 2, "auto")
+    assert not should_pin(cores, None, False) and not should_pin(1, 1, False)
 
 
 def test_pinning_moves_every_thread_of_the_process_to_one_core():
