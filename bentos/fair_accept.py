@@ -141,7 +141,7 @@ class CountedConnection:
 
     def __init__(self, protocol_factory, shares: ConnectionShares) -> None:
         self.protocol_factory, self.shares = protocol_factory, shares
-        self.made = self.counted = False
+        self.made = False  # its protocol started
         shares.opened()
         self.counted = True
 
