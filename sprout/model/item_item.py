@@ -38,7 +38,7 @@ def edlae_weights(gram: np.ndarray, l2: float, dropout: float) -> np.ndarray:
 def popularity_discount(weights: np.ndarray, counts: np.ndarray, n_users: int, power: float) -> np.ndarray:
     """``B · diag(share^(−power))``: show j's column divided by its training share ``(count_j + 1) /
     (n_users + 1)`` to the ``power``. [C, C] float32 (any [..., C] whose columns are shows, e.g.
-    the scores ``x B``, is discounted alike)
+    the scores ``x B``, is discounted alike).
 
     Each column of ``B`` is the regression that predicts one show, and the popular shows' columns
     are fitted on the most evidence, so ``x B`` leans towards them; the discount, chosen on
